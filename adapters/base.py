@@ -1,0 +1,26 @@
+"""The narrow interface every transport implements."""
+from __future__ import annotations
+
+from typing import Protocol
+
+from bot.events import Action
+
+
+class DeliveryError(Exception):
+    """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again."""
+
+    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Transport(Protocol):
+    """What the engine needs from an adapter: a channel name and a way to deliver an Action."""
+
+    channel: str
+
+    async def deliver(self, action: Action) -> None:
+        """Hand one action to the platform; raise DeliveryError on failure. Must tolerate a repeat
+        of the same `action.ref` (after a crash the outbox may deliver it again)."""
+        ...

@@ -1,0 +1,143 @@
+"""Web chat transport: translates WebSocket frames into Events and queued Actions into frames."""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from aiohttp import WSMsgType, web
+
+from bot.clock import Clock
+from bot.events import Action, ChatType, Event, EventKind, Profile, Role
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).with_name("static")
+CHANNEL = "webchat"
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    """One past message of a conversation, as the page shows it."""
+
+    ref: str
+    sender: str
+    text: str
+    at: datetime
+
+
+HistoryLoader = Callable[[ChatType, str], Awaitable[Sequence[HistoryLine]]]
+StaffCheck = Callable[[str], Awaitable[bool]]
+
+
+class WebChat:
+    """Serves `/` (the page) and `/ws`; delivers bot messages to every open socket of a chat."""
+
+    channel = CHANNEL
+
+    def __init__(self, handle: Callable[[Event], Awaitable[None]], history: HistoryLoader, is_staff: StaffCheck,
+                 clock: Clock, demo_group: str) -> None:
+        self.handle = handle
+        self.history = history
+        self.is_staff = is_staff
+        self.clock = clock
+        self.demo_group = demo_group
+        self._sockets: dict[tuple[ChatType, str], set[web.WebSocketResponse]] = defaultdict(set)
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/", self._page)
+        app.router.add_get("/ws", self._websocket)
+
+    async def _page(self, _request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    async def deliver(self, action: Action) -> None:
+        frame = {"type": "message", "id": action.ref, "from": "bot", "text": action.text,
+                 "at": action.at.isoformat()}
+        for ws in list(self._sockets.get((action.address.chat_type, action.address.chat_id), ())):
+            if not ws.closed:
+                await ws.send_json(frame)  # history on reconnect covers sockets that miss this
+
+    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        key: tuple[ChatType, str] | None = None
+        identity = ""
+        role = Role.CUSTOMER
+        try:
+            async for msg in ws:
+                if msg.type is not WSMsgType.TEXT:
+                    continue
+                try:
+                    frame = json.loads(msg.data)
+                    kind = frame["type"]
+                except (ValueError, KeyError, TypeError):
+                    await ws.send_json({"type": "error", "text": "expected JSON with a 'type'"})
+                    continue
+                if kind == "join":
+                    joined = await self._join(ws, frame)
+                    if joined is None:
+                        continue
+                    if key is not None:
+                        self._sockets[key].discard(ws)
+                    key, identity, role = joined
+                    self._sockets[key].add(ws)
+                elif kind == "say" and key is not None:
+                    await self._say(key, identity, role, frame)
+                else:
+                    await ws.send_json({"type": "error", "text": "join first: {type: join, role, name}"})
+        finally:
+            if key is not None:
+                self._sockets[key].discard(ws)
+        return ws
+
+    async def _join(self, ws: web.WebSocketResponse,
+                    frame: dict[str, object]) -> tuple[tuple[ChatType, str], str, Role] | None:
+        name = str(frame.get("name", "")).strip()[:64]
+        wanted = frame.get("role")
+        if not name:
+            await ws.send_json({"type": "error", "text": "please enter a name"})
+            return None
+        now = self.clock.now()
+        if wanted == "guide":
+            if not await self.is_staff(name):
+                await ws.send_json({"type": "error", "text": f"'{name}' is not a configured guide "
+                                                             "(see staff in config.yaml)"})
+                return None
+            key, role = (ChatType.DIRECT, name), Role.STAFF
+        elif wanted == "member":
+            key, role = (ChatType.GROUP, self.demo_group), Role.CUSTOMER
+            await self.handle(Event(EventKind.JOINED_GROUP, CHANNEL, name, now, ChatType.GROUP, self.demo_group,
+                                    profile=Profile(name=name)))
+        else:
+            key, role = (ChatType.DIRECT, name), Role.CUSTOMER
+            await self.handle(Event(EventKind.CONTACT_ADDED, CHANNEL, name, now,
+                                    profile=Profile(name=name, source="官网在线咨询")))
+        history = await self.history(*key)
+        await ws.send_json({"type": "joined", "role": str(wanted or "customer"), "name": name,
+                            "chat": key[1], "history": [
+                                {"id": h.ref, "from": h.sender, "text": h.text, "at": h.at.isoformat()}
+                                for h in history]})
+        return key, name, role
+
+    async def _say(self, key: tuple[ChatType, str], identity: str, role: Role, frame: dict[str, object]) -> None:
+        text = str(frame.get("text", "")).strip()[:2000]
+        if not text:
+            return
+        message_id = str(frame.get("id") or uuid.uuid4())
+        now = self.clock.now()
+        chat_type, chat_id = key
+        if chat_type is ChatType.GROUP:
+            echo = {"type": "message", "id": f"in:{message_id}", "from": identity, "text": text,
+                    "at": now.isoformat()}
+            for ws in list(self._sockets.get(key, ())):
+                if not ws.closed:
+                    await ws.send_json(echo)
+        mentions = "@bot" in text or "@机器人" in text or bool(frame.get("mention"))
+        await self.handle(Event(EventKind.MESSAGE, CHANNEL, identity, now, chat_type,
+                                chat_id if chat_type is ChatType.GROUP else None, text=text,
+                                message_id=message_id, sender_role=role, mentions_bot=mentions))

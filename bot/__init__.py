@@ -1,0 +1,1 @@
+"""siyu's engine: events in, actions out; journeys, scheduler, policy, commands."""

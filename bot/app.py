@@ -1,0 +1,156 @@
+"""The composition root: reads settings, wires storage, scripts, engine and transports together.
+
+This is the only module in `bot/` that imports `adapters/`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
+
+from aiohttp import web
+
+from adapters.base import Transport
+from adapters.console import ConsoleChat, stdin_line
+from adapters.webchat import WebChat
+from adapters.webchat.server import CHANNEL as WEBCHAT, HistoryLine
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.delivery import Dispatcher
+from bot.engine import Engine
+from bot.events import ChatType
+from bot.enrolment import JourneyRunner
+from bot.library import ScriptLibrary
+from bot.problems import Problem
+from bot.scheduler import Scheduler, TouchOutcome
+from storage import repo
+from storage.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    """One running siyu: database, scripts, engine, scheduler and delivery, on one clock."""
+
+    def __init__(self, settings: Settings, scripts: Path, clock: Clock | None = None,
+                 worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.db = Database(settings.database_url)
+        self.library = ScriptLibrary(scripts, settings.brand)
+        self.runner = JourneyRunner(settings.policy.timezone)
+        self.engine = Engine(self.db, self.library, settings, self.runner)
+        worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker)
+        self.transports: dict[str, Transport] = {}
+        self.dispatcher = Dispatcher(self.db, self.clock, self.transports)
+
+    def add_transport(self, transport: Transport) -> None:
+        self.transports[transport.channel] = transport
+        self.dispatcher.transports[transport.channel] = transport
+
+    async def start(self, migrate: bool = True) -> list[Problem]:
+        """Migrate, load scripts, register staff. Returns script problems (the rest still runs)."""
+        if migrate:
+            await self.db.upgrade()
+        problems = await asyncio.to_thread(self.library.reload)
+        for problem in problems:
+            log.error("%s", problem)
+        await self.engine.sync_staff()
+        return problems
+
+    async def tick(self) -> list[TouchOutcome]:
+        """One pass: run due touches, then deliver what is queued."""
+        outcomes = await self.scheduler.run_due()
+        await self.dispatcher.flush()
+        return outcomes
+
+    async def run_forever(self, reload_every: float = 2.0) -> None:
+        """Serve loop: tick when woken or every poll interval; pick up edited scripts."""
+        loop = asyncio.get_running_loop()
+        next_reload = loop.time() + reload_every
+        while True:
+            self.engine.work_ready.clear()  # before the pass, so a wake-up during it is not lost
+            try:
+                await self.tick()
+            except Exception:  # keep serving; the outbox keeps the work for the next pass
+                log.exception("scheduler pass failed")
+            if loop.time() >= next_reload:
+                for problem in await asyncio.to_thread(self.library.reload):
+                    log.error("%s (still running the last good version)", problem)
+                next_reload = loop.time() + reload_every
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.engine.work_ready.wait(), self.settings.scheduler.poll_seconds)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+# --- transports -----------------------------------------------------------------------------
+
+async def _history(app: App, chat_type: ChatType, chat_id: str) -> list[HistoryLine]:
+    async with app.db.session() as session:
+        rows = await repo.conversation(session, WEBCHAT, chat_type.value, chat_id)
+    return [HistoryLine(ref=str(m.id) if m.direction == "out" else f"in:{m.id}",
+                        sender="bot" if m.sender_role == "bot" else m.sender_id, text=m.text, at=m.created_at)
+            for m in rows]
+
+
+def enable_webchat(app: App) -> WebChat:
+    async def is_staff(name: str) -> bool:
+        async with app.db.session() as session:
+            return await repo.staff_by_identity(session, WEBCHAT, name) is not None
+
+    async def history(chat_type: ChatType, chat_id: str) -> list[HistoryLine]:
+        return await _history(app, chat_type, chat_id)
+
+    webchat = WebChat(app.engine.handle, history, is_staff, app.clock, app.settings.adapters.webchat.demo_group)
+    app.add_transport(webchat)
+    return webchat
+
+
+def build_web_app(app: App) -> web.Application:
+    """The aiohttp application `siyu serve` runs: health check plus every enabled HTTP adapter."""
+    web_app = web.Application()
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "journeys": sorted(app.library.journeys),
+                                  "scripts_version": app.library.version})
+
+    web_app.router.add_get("/healthz", healthz)
+    if app.settings.adapters.webchat.enabled:
+        enable_webchat(app).install(web_app)
+    return web_app
+
+
+async def serve(app: App, host: str, port: int) -> None:
+    """Run the web server and the scheduler loop until cancelled."""
+    runner = web.AppRunner(build_web_app(app))
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    log.info("siyu is listening on http://%s:%s/", host, port)
+    try:
+        await app.run_forever()
+    finally:
+        await runner.cleanup()
+
+
+async def chat_in_console(app: App) -> None:
+    """`siyu chat`: the console REPL, with the scheduler running beside it."""
+    guide = app.settings.guide(None)
+    guide_id = guide.identities.get("console", "guide") if guide else "guide"
+    console = ConsoleChat(app.engine.handle, app.clock, guide_id)
+    app.add_transport(console)
+    loop_task = asyncio.create_task(app.run_forever())
+    try:
+        await console.run(stdin_line)
+        await app.tick()  # deliver what the last line caused before leaving
+    finally:
+        loop_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop_task

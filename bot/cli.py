@@ -1,0 +1,207 @@
+"""The `siyu` command line."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from bot.app import App, chat_in_console, serve
+from bot.commands import StaffActor, format_decisions
+from bot.config import Settings, load_settings
+from bot.problems import Problem, ScriptError
+from bot.library import ScriptLibrary
+from bot.simulate import Simulation, write_transcripts
+from storage import repo
+from storage.db import Database
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        return load_settings(Path(args.config))
+    except ScriptError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    problems: list[Problem] = []
+    try:
+        settings = load_settings(Path(args.config))
+    except ScriptError as exc:
+        problems += exc.problems
+        settings = Settings()
+    problems += ScriptLibrary(Path(args.scripts), settings.brand).reload(force=True)
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print("all good: config and scripts are valid")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    host = args.host or settings.server.host
+    port = args.port or settings.server.port
+    app = App(settings, Path(args.scripts))
+
+    async def main() -> None:
+        await app.start()
+        try:
+            await serve(app, host, port)
+        finally:
+            await app.close()
+
+    print(f"siyu: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    app = App(_settings(args), Path(args.scripts))
+
+    async def main() -> None:
+        await app.start()
+        try:
+            await chat_in_console(app)
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def main() -> None:
+        db = Database(settings.database_url)
+        try:
+            await db.upgrade()
+        finally:
+            await db.close()
+
+    asyncio.run(main())
+    print(f"database is up to date ({settings.database_url.split('@')[-1]})")
+    return 0
+
+
+def _with_app(args: argparse.Namespace, work) -> int:  # type: ignore[no-untyped-def]
+    app = App(_settings(args), Path(args.scripts))
+
+    async def main() -> int:
+        await app.start()
+        try:
+            return await work(app)
+        finally:
+            await app.close()
+
+    return asyncio.run(main())
+
+
+def cmd_trigger(args: argparse.Namespace) -> int:
+    async def work(app: App) -> int:
+        async with app.db.session() as session, session.begin():
+            contact = await repo.find_contact(session, args.customer)
+            if contact is None:
+                print(f"no customer {args.customer!r} — use the customer's id, platform id or name", file=sys.stderr)
+                return 1
+            answer = await app.engine.commands.sop(session, StaffActor(args.by, contact.channel),
+                                                   [args.target, str(contact.id)], app.clock.now())
+        print(answer)
+        return 0
+
+    return _with_app(args, work)
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    async def work(app: App) -> int:
+        async with app.db.session() as session:
+            contact = await repo.find_contact(session, args.customer)
+            if contact is None:
+                print(f"no customer {args.customer!r}", file=sys.stderr)
+                return 1
+            print(format_decisions(contact, await repo.recent_decisions(session, contact.id, args.limit)))
+        return 0
+
+    return _with_app(args, work)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    start = datetime.fromisoformat(args.start)
+    if start.tzinfo is None:
+        print("--start needs a UTC offset, e.g. 2026-03-02T00:00:00+08:00", file=sys.stderr)
+        return 2
+    began = time.perf_counter()
+    simulation = Simulation(settings, Path(args.scripts), args.days, args.customers, args.seed, start)
+    customers = asyncio.run(simulation.run())
+    write_transcripts(customers, start, sys.stdout, args.json)
+    if not args.json:
+        print(f"\nsimulated {args.customers} customers over {args.days} days in "
+              f"{time.perf_counter() - began:.2f}s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default="config.yaml", help="settings file (default ./config.yaml)")
+    common.add_argument("--scripts", default="scripts", help="scripts directory (default ./scripts)")
+    parser = argparse.ArgumentParser(prog="siyu", description="Private-domain customer operations bot",
+                                     parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the bot with its web chat")
+    p.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
+    p.set_defaults(func=cmd_serve)
+
+    sub.add_parser("chat", parents=[common], help="chat in the terminal (/as guide to switch)") \
+        .set_defaults(func=cmd_chat)
+    sub.add_parser("check", parents=[common], help="validate config and every script").set_defaults(func=cmd_check)
+
+    p = sub.add_parser("db", parents=[common], help="database maintenance")
+    p.add_argument("action", choices=["upgrade"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("trigger", parents=[common], help="send a journey or one step to a customer")
+    p.add_argument("target", help="journey or journey.step, e.g. new_customer.day3_followup")
+    p.add_argument("--customer", required=True, help="customer id, platform id or name")
+    p.add_argument("--by", default="cli", help="who triggers it (recorded)")
+    p.set_defaults(func=cmd_trigger)
+
+    p = sub.add_parser("why", parents=[common], help="a customer's recent touch decisions, newest first")
+    p.add_argument("customer")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_why)
+
+    p = sub.add_parser("simulate", parents=[common], help="run journeys on a virtual clock")
+    p.add_argument("--days", type=int, default=35)
+    p.add_argument("--customers", type=int, default=10)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start", default="2026-03-02T00:00:00+08:00", help="virtual start (ISO 8601 with offset)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.INFO if args.command in ("serve", "chat") else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "chat":
+        logging.getLogger().setLevel(logging.WARNING)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Commands staff type in chat (`/sop`, `/why`, …) and the CLI reuses."""
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.enrolment import JourneyRunner
+from bot.library import ScriptLibrary
+from storage import repo
+from storage.models import Contact
+
+HELP = """可用命令 / commands:
+/sop <journey>[.<step>] <customer>  触发话术：整段旅程或单个步骤
+/why <customer>                     最近的触达决策及原因
+/optout <customer>                  为客户退订
+/purchased <customer>               标记已购买（结束相关旅程）
+/tag <customer> <tag>               给客户打标签
+/help                               显示本帮助"""
+
+
+class CommandError(ValueError):
+    """A command the staff member should correct; the message says how."""
+
+
+@dataclass(frozen=True)
+class StaffActor:
+    """Who runs a command: a staff key (config id) and the channel they typed on."""
+
+    key: str
+    channel: str
+
+
+class GuideCommands:
+    """Parses and runs staff commands inside the caller's transaction."""
+
+    def __init__(self, library: ScriptLibrary, runner: JourneyRunner,
+                 exit_journeys: Callable[[AsyncSession, Contact, str, datetime], Awaitable[list[str]]]) -> None:
+        self.library = library
+        self.runner = runner
+        self.exit_journeys = exit_journeys
+
+    async def run(self, session: AsyncSession, actor: StaffActor, text: str, now: datetime) -> str:
+        try:
+            words = shlex.split(text.strip())
+        except ValueError:
+            words = text.strip().split()
+        if not words:
+            return HELP
+        name, args = words[0].lstrip("/").lower(), words[1:]
+        try:
+            match name:
+                case "sop":
+                    return await self.sop(session, actor, args, now)
+                case "why":
+                    return await self.why(session, actor, args)
+                case "optout":
+                    contact = await self._customer(session, actor, args, 1)
+                    contact.opted_out, contact.opted_out_at = True, now
+                    ended = await self.exit_journeys(session, contact, "opted_out", now)
+                    return f"已为 {contact.name} 退订；结束旅程：{', '.join(ended) or '无'}"
+                case "purchased":
+                    contact = await self._customer(session, actor, args, 1)
+                    contact.purchased_at = now
+                    ended = await self.exit_journeys(session, contact, "purchased", now)
+                    return f"已记录 {contact.name} 购买；结束旅程：{', '.join(ended) or '无'}"
+                case "tag":
+                    contact = await self._customer(session, actor, args, 2)
+                    contact.tags = sorted({*(contact.tags or []), args[1]})
+                    return f"已给 {contact.name} 打上标签 {args[1]}"
+                case "help":
+                    return HELP
+            raise CommandError(f"未知命令 /{name}。\n{HELP}")
+        except CommandError as exc:
+            return str(exc)
+
+    async def _customer(self, session: AsyncSession, actor: StaffActor, args: list[str], count: int) -> Contact:
+        if len(args) < count:
+            raise CommandError(f"参数不足。\n{HELP}")
+        contact = await repo.find_contact(session, args[0], actor.channel)
+        if contact is None:
+            raise CommandError(f"找不到客户 {args[0]!r} — 用客户编号、平台 id 或昵称")
+        return contact
+
+    async def sop(self, session: AsyncSession, actor: StaffActor, args: list[str], now: datetime) -> str:
+        if len(args) != 2:
+            raise CommandError("用法：/sop <journey>[.<step>] <customer>，例如 /sop new_customer.day3_followup 林小姐")
+        target, customer = args
+        journey_id, _, step_id = target.partition(".")
+        journey = self.library.journeys.get(journey_id)
+        if journey is None:
+            raise CommandError(f"没有旅程 {journey_id!r}；可用：{', '.join(sorted(self.library.journeys))}")
+        contact = await self._customer(session, actor, [customer], 1)
+        if contact.opted_out or contact.churned:
+            raise CommandError(f"{contact.name} 已退订或流失，不能再触达")
+        if not step_id:
+            await self.runner.enrol(session, contact, journey, now, restart=True)
+            return f"已让 {contact.name} 从头开始旅程 {journey.id}（{journey.title}）"
+        if journey.step(step_id) is None:
+            steps = ", ".join(s.id for s in journey.steps)
+            raise CommandError(f"旅程 {journey_id} 没有步骤 {step_id!r}；可用：{steps}")
+        key = f"manual:{journey_id}.{step_id}:{contact.id}:{now.isoformat()}:{actor.key}"
+        await repo.schedule_touch(session, contact_id=contact.id, enrolment_id=None, journey_id=journey_id,
+                                  step_id=step_id, idempotency_key=key, due_at=now, triggered_by=actor.key,
+                                  created_at=now)
+        return f"已安排 {journey_id}.{step_id} 发给 {contact.name}（仍受免打扰规则约束）"
+
+    async def why(self, session: AsyncSession, actor: StaffActor, args: list[str]) -> str:
+        contact = await self._customer(session, actor, args, 1)
+        return format_decisions(contact, await repo.recent_decisions(session, contact.id))
+
+
+def format_decisions(contact: Contact, decisions: list | tuple) -> str:  # type: ignore[type-arg]
+    """Newest first: time, journey.step, decision, reason."""
+    if not decisions:
+        return f"{contact.name}（#{contact.id}）还没有触达记录"
+    lines = [f"{contact.name}（#{contact.id}）最近的触达决策："]
+    for row in decisions:
+        lines.append(f"{row.at:%Y-%m-%d %H:%M}Z  {row.journey_id}.{row.step_id}  {row.decision}  "
+                     f"{row.reason} — {row.detail}")
+    return "\n".join(lines)

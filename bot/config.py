@@ -1,0 +1,141 @@
+"""`config.yaml`: settings for storage, adapters, policy and brand. Secrets come from env vars."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.durations import DailyWindow
+from bot.problems import Problem, ScriptError
+from bot.yamlsource import load_yaml
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/siyu.db"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r} — use an IANA name like Asia/Shanghai") from None
+    return value
+
+
+class PolicySettings(_Strict):
+    """Restraint rules for proactive messages."""
+
+    timezone: str = "Asia/Shanghai"
+    quiet_hours: str = "21:00-09:00"
+    opt_out_words: tuple[str, ...] = ("退订", "td", "unsubscribe", "stop")
+
+    _tz = field_validator("timezone")(_check_timezone)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        DailyWindow.parse(value)
+        return value
+
+    @property
+    def quiet(self) -> DailyWindow:
+        return DailyWindow.parse(self.quiet_hours)
+
+
+class StaffMember(_Strict):
+    """A guide: one person, with an id on each channel they use."""
+
+    id: str
+    name: str
+    identities: dict[str, str] = Field(default_factory=dict)
+
+
+class FaqSettings(_Strict):
+    answer_threshold: float = Field(80.0, ge=0, le=100)
+
+
+class WebchatSettings(_Strict):
+    enabled: bool = True
+    demo_group: str = "demo"
+    public_url: str = "http://127.0.0.1:8080"
+
+
+class AdapterSettings(_Strict):
+    webchat: WebchatSettings = WebchatSettings()
+
+
+class SchedulerSettings(_Strict):
+    poll_seconds: float = Field(1.0, gt=0)
+    batch: int = Field(50, ge=1)
+    lease_seconds: int = Field(120, ge=5)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class Settings(_Strict):
+    """Everything in config.yaml, validated."""
+
+    brand: dict[str, Any] = Field(default_factory=lambda: {"name": "siyu"})
+    database_url: str = DEFAULT_DATABASE_URL
+    server: ServerSettings = ServerSettings()
+    policy: PolicySettings = PolicySettings()
+    staff: tuple[StaffMember, ...] = ()
+    default_guide: str | None = None
+    faq: FaqSettings = FaqSettings()
+    adapters: AdapterSettings = AdapterSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+
+    @field_validator("brand")
+    @classmethod
+    def _brand_name(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(value.get("name"), str):
+            raise ValueError("brand needs a 'name' — the brand customers know, e.g. name: 山茶集")
+        return value
+
+    def guide(self, key: str | None) -> StaffMember | None:
+        wanted = key or self.default_guide
+        return next((s for s in self.staff if s.id == wanted), None)
+
+
+def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
+    """Read and validate config.yaml (a missing file means all defaults); env vars override."""
+    env = dict(os.environ if env is None else env)
+    data: dict[str, Any] = {}
+    doc = None
+    if path.exists():
+        doc, problems = load_yaml(path)
+        if problems:
+            raise ScriptError(problems)
+        assert doc is not None
+        if doc.data is not None and not isinstance(doc.data, dict):
+            raise ScriptError([Problem(str(path), 1, "config must be a mapping of settings")])
+        data = dict(doc.data or {})
+    if env.get("SIYU_DATABASE_URL"):
+        data["database_url"] = env["SIYU_DATABASE_URL"]
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = tuple(error["loc"])
+            line = doc.line(*where) if doc else 1
+            field = ".".join(str(p) for p in where) or "config"
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown setting — check the spelling against README 'Configuration'"
+            problems.append(Problem(str(path), line, f"{field}: {message}"))
+        raise ScriptError(problems) from None
+    guide_ids = {s.id for s in settings.staff}
+    if settings.default_guide and settings.default_guide not in guide_ids:
+        line = doc.line("default_guide") if doc else 1
+        raise ScriptError([Problem(str(path), line, f"default_guide '{settings.default_guide}' is not in "
+                                   "staff — add it under staff: or fix the id")])
+    return settings

@@ -1,0 +1,242 @@
+"""The engine: turns Events into state changes and queued replies. It never knows a wire format."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.commands import GuideCommands, StaffActor
+from bot.config import Settings
+from bot.enrolment import JourneyRunner
+from bot.events import ChatType, Event, EventKind, Role
+from bot.library import ScriptLibrary
+from intents.cascade import Thresholds, Understanding
+from intents.normalize import normalize
+from storage import repo
+from storage.db import Database
+from storage.models import Contact, Staff
+
+log = logging.getLogger(__name__)
+
+OPT_OUT_CONFIRMATION = "已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。"
+
+
+class Engine:
+    """Handles one Event per transaction: dedupe, remember, decide, queue replies."""
+
+    def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, runner: JourneyRunner) -> None:
+        self.db = db
+        self.library = library
+        self.settings = settings
+        self.runner = runner
+        self.commands = GuideCommands(library, runner, self.exit_journeys)
+        self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
+        self._opt_out_words = {normalize(w) for w in settings.policy.opt_out_words}
+        self._understanding: Understanding | None = None
+        self._understanding_version = -1
+
+    @property
+    def understanding(self) -> Understanding:
+        if self._understanding is None or self._understanding_version != self.library.version:
+            self._understanding = Understanding(self.library.catalog,
+                                                Thresholds(answer=self.settings.faq.answer_threshold))
+            self._understanding_version = self.library.version
+        return self._understanding
+
+    async def sync_staff(self) -> None:
+        """Make configured staff known in storage under each of their channel identities."""
+        async with self.db.session() as session, session.begin():
+            for member in self.settings.staff:
+                for channel, external_id in member.identities.items():
+                    await repo.insert_ignore(session, Staff, {"key": member.id, "channel": channel,
+                                                              "external_id": external_id, "name": member.name})
+
+    async def handle(self, event: Event) -> None:
+        """Apply one event atomically; a redelivered message id has no second effect."""
+        async with self.db.session() as session, session.begin():
+            if event.message_id and not await repo.mark_inbound_processed(
+                    session, event.channel, event.message_id, event.at):
+                log.info("dropping redelivered %s message %s", event.channel, event.message_id)
+                return
+            await self._dispatch(session, event)
+        self.work_ready.set()
+
+    async def _dispatch(self, session: AsyncSession, event: Event) -> None:
+        match event.kind:
+            case EventKind.CONTACT_ADDED:
+                await self._contact_added(session, event)
+            case EventKind.CONTACT_REMOVED:
+                await self._contact_removed(session, event)
+            case EventKind.MESSAGE:
+                await self._message(session, event)
+            case EventKind.JOINED_GROUP | EventKind.LEFT_GROUP:
+                await self._membership(session, event)
+            case EventKind.TAG_ADDED:
+                contact = await self._contact(session, event)
+                if event.tag and event.tag not in (contact.tags or []):
+                    contact.tags = sorted({*(contact.tags or []), event.tag})
+                    await self._enrol_on(session, contact, "tag_added", event.at, tag=event.tag)
+            case EventKind.PURCHASED:
+                contact = await self._contact(session, event)
+                contact.purchased_at = event.at
+                await self.exit_journeys(session, contact, "purchased", event.at)
+
+    # --- contacts -------------------------------------------------------------------------
+
+    async def _contact(self, session: AsyncSession, event: Event) -> Contact:
+        contact, _ = await self._upsert_contact(session, event)
+        return contact
+
+    async def _upsert_contact(self, session: AsyncSession, event: Event) -> tuple[Contact, bool]:
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        profile = event.profile
+        if contact is None:
+            contact = Contact(channel=event.channel, external_id=event.sender_id,
+                              name=profile.name or event.sender_id, guide_key=self.settings.default_guide,
+                              source=profile.source, tags=list(profile.tags), interests=list(profile.interests),
+                              profile={}, birthday=profile.birthday, timezone=profile.timezone,
+                              opted_out=False, churned=False, replies=0, added_at=event.at)
+            session.add(contact)
+            await session.flush()
+            return contact, True
+        if profile.name:
+            contact.name = profile.name
+        if profile.birthday:
+            contact.birthday = profile.birthday
+        if profile.tags:
+            contact.tags = sorted({*(contact.tags or []), *profile.tags})
+        if profile.interests:
+            contact.interests = sorted({*(contact.interests or []), *profile.interests})
+        return contact, False
+
+    async def _contact_added(self, session: AsyncSession, event: Event) -> None:
+        contact, created = await self._upsert_contact(session, event)
+        if event.profile.source:
+            contact.source = event.profile.source
+        if not created and contact.churned:
+            contact.churned, contact.churned_at, contact.added_at = False, None, event.at
+        await self._enrol_on(session, contact, "contact_added", event.at)
+
+    async def _contact_removed(self, session: AsyncSession, event: Event) -> None:
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        if contact is None or contact.churned:
+            return
+        contact.churned, contact.churned_at = True, event.at
+        ended = await self.exit_journeys(session, contact, "churned", event.at)
+        await self._notify_guide(session, contact, f"【流失提醒】客户 {contact.name}（#{contact.id}）删除了好友或离开；"
+                                                   f"已结束旅程：{', '.join(ended) or '无'}", event.at)
+
+    async def _enrol_on(self, session: AsyncSession, contact: Contact, trigger: str, now: datetime,
+                        tag: str | None = None) -> None:
+        if contact.opted_out or contact.churned:
+            return
+        for journey in self.library.journeys.values():
+            if journey.trigger.kind == trigger and journey.trigger.tag == tag:
+                await self.runner.enrol(session, contact, journey, now)
+
+    async def exit_journeys(self, session: AsyncSession, contact: Contact, reason: str, now: datetime) -> list[str]:
+        return await self.runner.exit(session, contact, reason, now, self.library.journeys)
+
+    # --- messages -------------------------------------------------------------------------
+
+    async def _message(self, session: AsyncSession, event: Event) -> None:
+        staff = await repo.staff_by_identity(session, event.channel, event.sender_id)
+        if staff is not None or event.sender_role is Role.STAFF:
+            await self._staff_message(session, event, staff)
+        elif event.sender_role is Role.BOT:
+            return  # never answer bots, including ourselves
+        elif event.chat_type is ChatType.GROUP:
+            await self._group_message(session, event)
+        else:
+            await self._direct_message(session, event)
+
+    def _store_inbound(self, session: AsyncSession, event: Event, contact_id: int | None,
+                       role: str) -> None:
+        repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value,
+                         chat_id=event.chat_id if event.chat_type is ChatType.GROUP else event.sender_id,
+                         direction="in", sender_role=role, sender_id=event.sender_id, contact_id=contact_id,
+                         text=event.text, created_at=event.at, delivered_at=event.at)
+
+    def _reply(self, session: AsyncSession, event: Event, text: str, contact_id: int | None, n: int = 0,
+               intent: str | None = None, handoff: bool = False) -> None:
+        chat_id = event.chat_id if event.chat_type is ChatType.GROUP else event.sender_id
+        key = f"reply:{event.channel}:{event.message_id}:{n}" if event.message_id else None
+        repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value, chat_id=chat_id or "",
+                         direction="out", sender_role="bot", sender_id="bot", contact_id=contact_id, text=text,
+                         idempotency_key=key, intent=intent, handoff=handoff, created_at=event.at)
+
+    async def _direct_message(self, session: AsyncSession, event: Event) -> None:
+        contact, created = await self._upsert_contact(session, event)
+        if created:
+            await self._enrol_on(session, contact, "contact_added", event.at)  # a first message implies an add
+        self._store_inbound(session, event, contact.id, "customer")
+        contact.replies += 1
+        contact.last_inbound_at = event.at
+        if normalize(event.text) in self._opt_out_words:
+            if not contact.opted_out:
+                contact.opted_out, contact.opted_out_at = True, event.at
+                await self.exit_journeys(session, contact, "opted_out", event.at)
+                self._reply(session, event, OPT_OUT_CONFIRMATION, contact.id)
+            return
+        await self.exit_journeys(session, contact, "replied", event.at)
+        await self._answer(session, event, contact)
+
+    async def _answer(self, session: AsyncSession, event: Event, contact: Contact) -> None:
+        decision = await self.understanding.decide(event.text)
+        if decision.intent is not None:
+            intent = self.library.catalog.get(decision.intent)
+            if intent is not None:
+                self._reply(session, event, intent.answer, contact.id, intent=intent.id)
+                return
+        self._reply(session, event, self.library.catalog.handoff_reply, contact.id, handoff=True)
+        link = f"{self.settings.adapters.webchat.public_url}/#customer={contact.id}"
+        await self._notify_guide(session, contact, f"【转人工】{contact.name}（#{contact.id}，{contact.channel}）问："
+                                                   f"{event.text}\n会话：{link}", event.at)
+
+    async def _group_message(self, session: AsyncSession, event: Event) -> None:
+        assert event.chat_id is not None
+        group = await repo.group_by_identity(session, event.channel, event.chat_id, event.at)
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        await repo.set_membership(session, group, event.sender_id, contact.id if contact else None, "customer",
+                                  event.at, present=True)
+        self._store_inbound(session, event, contact.id if contact else None, "customer")
+        decision = await self.understanding.decide(event.text)
+        if decision.intent is not None and (event.mentions_bot or decision.confidence >= 0.95):
+            intent = self.library.catalog.get(decision.intent)
+            if intent is not None:
+                self._reply(session, event, intent.answer, contact.id if contact else None, intent=intent.id)
+        elif event.mentions_bot:
+            self._reply(session, event, self.library.catalog.handoff_reply, contact.id if contact else None,
+                        handoff=True)
+
+    async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff | None) -> None:
+        self._store_inbound(session, event, None, "staff")
+        if event.chat_type is ChatType.GROUP or not event.text.strip().startswith("/"):
+            return
+        actor = StaffActor(staff.key if staff else event.sender_id, event.channel)
+        answer = await self.commands.run(session, actor, event.text, event.at)
+        self._reply(session, event, answer, None)
+
+    async def _membership(self, session: AsyncSession, event: Event) -> None:
+        assert event.chat_id is not None
+        group = await repo.group_by_identity(session, event.channel, event.chat_id, event.at)
+        joined = event.kind is EventKind.JOINED_GROUP
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        changed = await repo.set_membership(session, group, event.sender_id, contact.id if contact else None,
+                                            "customer", event.at, present=joined)
+        if joined and changed and contact is not None:
+            await self._enrol_on(session, contact, "joined_group", event.at)
+
+    async def _notify_guide(self, session: AsyncSession, contact: Contact, text: str, now: datetime) -> None:
+        """Send a note to the customer's guide, on the customer's channel when the guide is there."""
+        key = contact.guide_key or self.settings.default_guide
+        identities = list(await repo.staff_identities(session, key)) if key else []
+        if not identities:
+            log.warning("no guide to notify for contact %s: %s", contact.id, text)
+            return
+        target = next((s for s in identities if s.channel == contact.channel), identities[0])
+        repo.add_message(session, channel=target.channel, chat_type=ChatType.DIRECT.value,
+                         chat_id=target.external_id, direction="out", sender_role="bot", sender_id="bot",
+                         contact_id=contact.id, text=text, created_at=now)

@@ -1,0 +1,208 @@
+"""The durable scheduler: claims due touches from storage, asks the policy, renders, queues the message.
+
+Exactly once: a touch's message is inserted in the same transaction that marks the touch sent,
+and that transaction only commits while this worker still holds the claim. A worker that dies
+mid-way leaves a claim that expires and is taken over; its uncommitted work never happened.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Settings
+from bot.enrolment import JourneyRunner
+from bot.events import ChatType
+from bot.facts import customer_view, customer_zone
+from bot.journey import Journey, Step
+from bot.library import ScriptLibrary
+from bot.policy import PolicyDecision, TouchPolicy, TouchRequest, Verdict
+from bot.templates import TemplateProblem, render
+from storage import repo
+from storage.db import Database
+from storage.models import Contact, Enrolment, Touch
+
+log = logging.getLogger(__name__)
+
+
+class LostClaim(Exception):
+    """Another worker took this touch over (our lease expired); our transaction must roll back."""
+
+
+@dataclass(frozen=True)
+class TouchOutcome:
+    """What happened to one touch in one pass; the simulation and tests read these."""
+
+    touch_id: int
+    contact_id: int
+    journey_id: str
+    step_id: str
+    decision: str
+    reason: str
+    at: datetime
+    variant: str | None = None
+    text: str | None = None
+    until: datetime | None = None
+
+
+class Scheduler:
+    """Runs due touches; `run_due()` is one pass, safe to call from many processes at once."""
+
+    def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, clock: Clock,
+                 runner: JourneyRunner, worker_id: str) -> None:
+        self.db = db
+        self.library = library
+        self.settings = settings
+        self.clock = clock
+        self.runner = runner
+        self.worker_id = worker_id
+        self.policy = TouchPolicy(settings.policy.quiet)
+        self.lease = timedelta(seconds=settings.scheduler.lease_seconds)
+
+    async def run_due(self) -> list[TouchOutcome]:
+        """Claim and process every touch due now, batch after batch, until none is left."""
+        outcomes: list[TouchOutcome] = []
+        while True:
+            now = self.clock.now()
+            async with self.db.session() as session, session.begin():
+                ids = await repo.claim_due_touches(session, self.worker_id, now, self.lease,
+                                                   self.settings.scheduler.batch, self.db.supports_skip_locked)
+            if not ids:
+                return outcomes
+            for touch_id in ids:
+                try:
+                    async with self.db.session() as session, session.begin():
+                        outcome = await self._process(session, touch_id)
+                except LostClaim:
+                    log.warning("touch %s was taken over by another worker", touch_id)
+                    continue
+                if outcome is not None:
+                    outcomes.append(outcome)
+
+    async def _process(self, session: AsyncSession, touch_id: int) -> TouchOutcome | None:
+        now = self.clock.now()
+        touch = await session.get(Touch, touch_id)
+        if touch is None or touch.claimed_by != self.worker_id or touch.status != "claimed":
+            return None
+        contact = await session.get(Contact, touch.contact_id)
+        assert contact is not None
+        enrolment = await session.get(Enrolment, touch.enrolment_id) if touch.enrolment_id else None
+        journey = self.library.journeys.get(touch.journey_id)
+        step = journey.step(touch.step_id) if journey else None
+
+        if journey is None or step is None:
+            return await self._finish(session, touch, "dropped", "script_removed",
+                                      f"{touch.journey_id}.{touch.step_id} is no longer in the scripts", now)
+        if enrolment is not None and enrolment.status != "active":
+            return await self._finish(session, touch, "cancelled", "enrolment_ended",
+                                      f"journey ended ({enrolment.exit_reason})", now)
+        if step.when is not None and touch.triggered_by is None:
+            functions = await self._condition_functions(session, contact, enrolment, journey)
+            if not step.when.evaluate({"customer": customer_view(contact, now)}, functions):
+                outcome = await self._finish(session, touch, "skipped", "condition_false",
+                                             f"when: {step.when.source}", now)
+                await self._after(session, touch, contact, enrolment, journey, step, now)
+                return outcome
+
+        decision = self.policy.decide(TouchRequest(
+            now=now, zone=customer_zone(contact, self.settings.policy.timezone), opted_out=contact.opted_out,
+            churned=contact.churned, reply=step.reply, window=step.window))
+        if decision.verdict is Verdict.DEFER:
+            return await self._defer(session, touch, decision, now)
+        if decision.verdict is Verdict.DROP:
+            outcome = await self._finish(session, touch, "dropped", decision.reason, decision.detail, now)
+            if decision.reason in ("opted_out", "churned"):
+                await self.runner.exit(session, contact, decision.reason, now, self.library.journeys)
+            return outcome
+        return await self._send(session, touch, contact, enrolment, journey, step, decision, now)
+
+    async def _send(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
+                    journey: Journey, step: Step, decision: PolicyDecision, now: datetime) -> TouchOutcome:
+        variant = step.choose_variant(journey.id, contact.id)
+        try:
+            text = render(step.template_for(variant), self._render_context(contact, touch, now))
+        except TemplateProblem as exc:
+            return await self._finish(session, touch, "dropped", "render_error", str(exc), now)
+        message = repo.add_message(
+            session, channel=contact.channel, chat_type=ChatType.DIRECT.value, chat_id=contact.external_id,
+            direction="out", sender_role="bot", sender_id="bot", contact_id=contact.id, text=text,
+            touch_id=touch.id, idempotency_key=f"touch:{touch.idempotency_key}", created_at=now)
+        if not await repo.release_touch(session, touch.id, self.worker_id, status="sent", finished_at=now,
+                                        variant=variant.name if variant else None, reason=decision.reason):
+            raise LostClaim(touch.id)
+        detail = decision.detail + (f"; variant {variant.name}" if variant else "")
+        if touch.triggered_by:
+            detail += f"; triggered by {touch.triggered_by}"
+        repo.log_decision(session, touch, "sent", decision.reason, detail, now, proactive=not step.reply)
+        if enrolment is not None and variant is not None:
+            enrolment.variants = {**(enrolment.variants or {}), step.id: variant.name}
+        await self._after(session, touch, contact, enrolment, journey, step, now)
+        await session.flush()
+        log.info("sent %s.%s to contact %s (message %s)", journey.id, step.id, contact.id, message.id)
+        return TouchOutcome(touch.id, contact.id, journey.id, step.id, "sent", decision.reason, now,
+                            variant.name if variant else None, text)
+
+    async def _defer(self, session: AsyncSession, touch: Touch, decision: PolicyDecision,
+                     now: datetime) -> TouchOutcome:
+        if not await repo.release_touch(session, touch.id, self.worker_id, status="pending", due_at=decision.until,
+                                        reason=decision.reason):
+            raise LostClaim(touch.id)
+        repo.log_decision(session, touch, "deferred", decision.reason, decision.detail, now)
+        return TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, "deferred",
+                            decision.reason, now, until=decision.until)
+
+    async def _finish(self, session: AsyncSession, touch: Touch, status: str, reason: str, detail: str,
+                      now: datetime) -> TouchOutcome:
+        if not await repo.release_touch(session, touch.id, self.worker_id, status=status, reason=reason,
+                                        finished_at=now):
+            raise LostClaim(touch.id)
+        repo.log_decision(session, touch, status, reason, detail, now)
+        return TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, status, reason, now)
+
+    async def _after(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
+                     journey: Journey, step: Step, now: datetime) -> None:
+        """Yearly steps schedule their next occurrence; a journey with nothing left completes."""
+        if enrolment is None:
+            return
+        if step.on is not None:
+            await self.runner.schedule_step(session, contact, enrolment, step, now, after=touch.due_at.date())
+            return
+        remaining = [t for t in await repo.enrolment_touches(session, enrolment.id)
+                     if t.id != touch.id and t.status in repo.ACTIVE_TOUCH]
+        if not remaining and all(s.on is None for s in journey.steps):
+            enrolment.status, enrolment.exited_at, enrolment.exit_reason = "completed", now, "completed"
+
+    async def _condition_functions(self, session: AsyncSession, contact: Contact, enrolment: Enrolment | None,
+                                   journey: Journey) -> dict[str, Any]:
+        touches = {t.step_id: t for t in await repo.enrolment_touches(session, enrolment.id)} if enrolment else {}
+
+        def replied_since(step_id: str) -> bool:
+            touch = touches.get(step_id)
+            step = journey.step(step_id)
+            if touch is not None and touch.finished_at is not None:
+                since = touch.finished_at
+            elif enrolment is not None and step is not None and step.at is not None:
+                since = enrolment.enrolled_at + step.at
+            else:
+                return False
+            return contact.last_inbound_at is not None and contact.last_inbound_at >= since
+
+        def has_tag(tag: str) -> bool:
+            return tag in (contact.tags or [])
+
+        return {"replied_since": replied_since, "has_tag": has_tag}
+
+    def _render_context(self, contact: Contact, touch: Touch, now: datetime) -> dict[str, Any]:
+        guide = self.settings.guide(contact.guide_key)
+        context: dict[str, Any] = {
+            "customer": customer_view(contact, now),
+            "guide": {"id": guide.id, "name": guide.name} if guide else {"id": "", "name": "您的专属顾问"},
+            "brand": self.settings.brand,
+        }
+        if touch.occasion:
+            context["festival"] = {"name": touch.occasion, "date": touch.due_at.date()}
+        return context

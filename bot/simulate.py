@@ -1,0 +1,218 @@
+"""`siyu simulate`: the real engine on a virtual clock, with synthetic customers of a few kinds."""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from bot.app import App
+from bot.clock import VirtualClock
+from bot.config import Settings
+from bot.events import Action, Event, EventKind, Profile
+from bot.scheduler import TouchOutcome
+from storage.models import Contact, Enrolment, Message
+from storage.repo import next_due_at
+
+CHANNEL = "sim"
+KINDS = ("silent", "engaged", "opts_out", "churns", "birthday")
+_SURNAMES = "林王陈张李刘杨黄赵吴周徐孙马朱胡郭何高罗"
+_TITLES = ("小姐", "女士", "先生", "同学")
+_FAQ_QUESTIONS = ("包邮吗", "敏感肌能用吗", "什么时候发货", "优惠券怎么用", "门店在哪里", "可以退货吗")
+_UNKNOWN_QUESTIONS = ("你们和某某牌子比哪个好用", "我上次买的面霜有点搓泥是什么原因")
+_SOURCES = ("门店扫码", "小红书", "直播间", "朋友推荐")
+
+
+@dataclass(frozen=True)
+class Step:
+    """A scripted customer action at a virtual time."""
+
+    at: datetime
+    customer: int
+    kind: str  # add | say | remove
+    text: str = ""
+
+
+@dataclass
+class SimCustomer:
+    index: int
+    name: str
+    kind: str
+    added_at: datetime
+    birthday: date | None = None
+    contact_id: int | None = None
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _SimTransport:
+    """Accepts every delivery; the transcript is read from storage and scheduler outcomes."""
+
+    channel = CHANNEL
+
+    async def deliver(self, action: Action) -> None:
+        return None
+
+
+def _customers(count: int, rng: random.Random, start: datetime, days: int) -> list[SimCustomer]:
+    zone = start.tzinfo
+    customers = []
+    for index in range(count):
+        kind = KINDS[index] if index < len(KINDS) else rng.choice(KINDS)
+        minute = rng.randrange(8 * 60, 23 * 60)  # people add a guide from morning to late night
+        added = datetime.combine(start.date(), datetime.min.time(), tzinfo=zone) + timedelta(minutes=minute)
+        name = rng.choice(_SURNAMES) + rng.choice(_TITLES)
+        birthday = None
+        if kind == "birthday":
+            day = start.date() + timedelta(days=rng.randrange(2, max(3, days - 1)))
+            birthday = date(rng.randrange(1975, 2003), day.month, min(day.day, 28))
+        customers.append(SimCustomer(index + 1, name, kind, added, birthday))
+    return customers
+
+
+def _script(customer: SimCustomer, rng: random.Random) -> Iterator[Step]:
+    day = timedelta(days=1)
+    base = customer.added_at
+    yield Step(base, customer.index, "add")
+    if customer.kind == "engaged":
+        yield Step(base + timedelta(minutes=rng.randrange(3, 40)), customer.index, "say", "你好呀，谢谢小美～")
+        for offset, text in ((2, rng.choice(_FAQ_QUESTIONS)), (5, rng.choice(_UNKNOWN_QUESTIONS)),
+                             (12, rng.choice(_FAQ_QUESTIONS))):
+            yield Step(base + offset * day + timedelta(hours=rng.randrange(1, 5)), customer.index, "say", text)
+    elif customer.kind == "opts_out":
+        yield Step(base + 4 * day + timedelta(hours=1), customer.index, "say", "退订")
+    elif customer.kind == "churns":
+        yield Step(base + 10 * day, customer.index, "remove")
+
+
+class Simulation:
+    """Runs the scripted customers and the scheduler in virtual-time order."""
+
+    def __init__(self, settings: Settings, scripts: Path, days: int, customers: int, seed: int,
+                 start: datetime) -> None:
+        self.settings = settings.model_copy(update={"database_url": "sqlite+aiosqlite://"})
+        self.clock = VirtualClock(start)
+        self.app = App(self.settings, scripts, self.clock, worker_id="sim")
+        self.app.add_transport(_SimTransport())
+        self.start = start
+        self.end = start + timedelta(days=days)
+        rng = random.Random(seed)
+        self.customers = _customers(customers, rng, start, days)
+        self.steps = sorted((s for c in self.customers for s in _script(c, rng)),
+                            key=lambda s: (s.at, s.customer))
+        self.zone = ZoneInfo(settings.policy.timezone)
+        self._by_contact: dict[int, SimCustomer] = {}
+        self._seen_messages = 0
+        self._reported_exits: set[int] = set()
+        self._counter = 0
+
+    async def run(self) -> list[SimCustomer]:
+        await self.app.start()
+        try:
+            pending = list(self.steps)
+            while True:
+                async with self.app.db.session() as session:
+                    due = await next_due_at(session)
+                candidates = [t for t in (pending[0].at if pending else None, due) if t is not None]
+                if not candidates or min(candidates) > self.end:
+                    break
+                moment = max(min(candidates), self.clock.now())
+                self.clock.set(moment)
+                while pending and pending[0].at <= moment:
+                    await self._act(pending.pop(0))
+                self._record_outcomes(await self.app.tick())
+                await self._record_replies_and_exits()
+        finally:
+            await self.app.close()
+        return self.customers
+
+    async def _act(self, step: Step) -> None:
+        customer = self.customers[step.customer - 1]
+        self._counter += 1
+        external = f"sim-{customer.index:04d}"
+        now = self.clock.now()
+        if step.kind == "add":
+            await self.app.engine.handle(Event(EventKind.CONTACT_ADDED, CHANNEL, external, now, profile=Profile(
+                name=customer.name, birthday=customer.birthday, source=_SOURCES[customer.index % len(_SOURCES)])))
+            async with self.app.db.session() as session:
+                contact = await session.scalar(select(Contact).where(Contact.external_id == external))
+                assert contact is not None
+                customer.contact_id = contact.id
+                self._by_contact[contact.id] = customer
+                for enrolment in (await session.scalars(select(Enrolment).where(
+                        Enrolment.contact_id == contact.id).order_by(Enrolment.id))).all():
+                    self._line(customer, now, "enrolled", journey=enrolment.journey_id)
+        elif step.kind == "say":
+            self._line(customer, now, "received", text=step.text)
+            await self.app.engine.handle(Event(EventKind.MESSAGE, CHANNEL, external, now, text=step.text,
+                                               message_id=f"sim-{self._counter}"))
+        elif step.kind == "remove":
+            self._line(customer, now, "received", reason="customer removed the guide")
+            await self.app.engine.handle(Event(EventKind.CONTACT_REMOVED, CHANNEL, external, now))
+
+    def _line(self, customer: SimCustomer, at: datetime, kind: str, journey: str | None = None,
+              step: str | None = None, variant: str | None = None, text: str | None = None,
+              reason: str | None = None) -> None:
+        customer.lines.append({"t": at.astimezone(self.zone).isoformat(), "customer": customer.index,
+                               "kind": kind, "journey": journey, "step": step, "variant": variant,
+                               "text": text, "reason": reason})
+
+    def _record_outcomes(self, outcomes: list[TouchOutcome]) -> None:
+        for outcome in outcomes:
+            customer = self._by_contact[outcome.contact_id]
+            kind = {"sent": "sent", "deferred": "deferred"}.get(outcome.decision, "dropped")
+            reason = outcome.reason
+            if outcome.until is not None:
+                reason = f"{reason} until {outcome.until.astimezone(self.zone):%Y-%m-%d %H:%M}"
+            self._line(customer, outcome.at, kind, outcome.journey_id, outcome.step_id, outcome.variant,
+                       outcome.text, reason)
+
+    async def _record_replies_and_exits(self) -> None:
+        async with self.app.db.session() as session:
+            replies = (await session.scalars(select(Message).where(
+                Message.id > self._seen_messages, Message.direction == "out", Message.touch_id.is_(None),
+                Message.channel == CHANNEL).order_by(Message.id))).all()
+            for message in replies:
+                customer = self._by_contact.get(message.contact_id or 0)
+                if customer is not None:
+                    reason = f"faq:{message.intent}" if message.intent else ("handoff" if message.handoff else "reply")
+                    self._line(customer, message.created_at, "sent", text=message.text, reason=reason)
+            if replies:
+                self._seen_messages = replies[-1].id
+            ended = (await session.scalars(select(Enrolment).where(
+                Enrolment.status != "active").order_by(Enrolment.exited_at, Enrolment.id))).all()
+            for enrolment in ended:
+                if enrolment.id in self._reported_exits or enrolment.exited_at is None:
+                    continue
+                self._reported_exits.add(enrolment.id)
+                self._line(self._by_contact[enrolment.contact_id], enrolment.exited_at, "exited",
+                           journey=enrolment.journey_id, reason=enrolment.exit_reason)
+
+
+def write_transcripts(customers: list[SimCustomer], start: datetime, out: TextIO, as_json: bool) -> None:
+    """JSON: one object per line in time order. Text: each customer's transcript."""
+    if as_json:
+        lines = sorted((line for c in customers for line in c.lines), key=lambda l: (l["t"], l["customer"]))
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return
+    marks = {"enrolled": "＋", "exited": "×", "sent": "→", "deferred": "…", "dropped": "⊘", "received": "←"}
+    for customer in customers:
+        out.write(f"\n#{customer.index} {customer.name} ({customer.kind})\n")
+        for line in customer.lines:
+            at = datetime.fromisoformat(line["t"])
+            day = (at.date() - start.date()).days
+            what = ".".join(p for p in (line["journey"], line["step"]) if p)
+            if line["variant"]:
+                what += f"[{line['variant']}]"
+            body = (line["text"] or "").replace("\n", " ")
+            extra = f" ({line['reason']})" if line["reason"] and line["kind"] != "sent" else ""
+            if line["kind"] == "sent" and not line["journey"]:
+                extra = f" ({line['reason']})"
+            out.write(f"  d{day:<2} {at:%m-%d %H:%M} {marks[line['kind']]} {line['kind']:<8} "
+                      f"{what}{extra} {body}".rstrip() + "\n")

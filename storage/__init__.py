@@ -1,0 +1,1 @@
+"""siyu's memory: SQLAlchemy models, queries and Alembic migrations. Knows nothing of the engine."""

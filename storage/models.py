@@ -1,0 +1,205 @@
+"""Tables. Everything that must survive a restart lives here."""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from storage.types import UTCDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Staff(Base):
+    """A sales guide (导购) or other staff member, known on one channel."""
+
+    __tablename__ = "staff"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_staff_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))  # config id, same person across channels
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128))
+
+
+class Contact(Base):
+    """A customer, as seen on one channel."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_contacts_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    guide_key: Mapped[str | None] = mapped_column(String(64))
+    source: Mapped[str | None] = mapped_column(String(128))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    interests: Mapped[list[str]] = mapped_column(JSON, default=list)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    birthday: Mapped[date | None] = mapped_column(Date)
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    churned: Mapped[bool] = mapped_column(Boolean, default=False)
+    churned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    purchased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    replies: Mapped[int] = mapped_column(Integer, default=0)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Group(Base):
+    """A customer group (社群)."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("channel", "external_id", name="uq_groups_identity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Membership(Base):
+    """Who is in which group, and since when."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("group_id", "member_id", name="uq_memberships_member"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    member_id: Mapped[str] = mapped_column(String(128))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    role: Mapped[str] = mapped_column(String(16), default="customer")
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    left_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Enrolment(Base):
+    """A customer's place in one journey. `generation` grows when a churned customer comes back."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (UniqueConstraint("contact_id", "journey_id", name="uq_enrolments_journey"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    journey_id: Mapped[str] = mapped_column(String(64))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | exited | completed
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_reason: Mapped[str | None] = mapped_column(String(32))
+    variants: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+
+
+class Touch(Base):
+    """The outbox of proactive and scheduled messages: one row per step due for one customer."""
+
+    __tablename__ = "touches"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_touches_idempotency_key"),
+        Index("ix_touches_due", "status", "due_at"),
+        Index("ix_touches_contact", "contact_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolments.id", ondelete="CASCADE"))
+    journey_id: Mapped[str] = mapped_column(String(64))
+    step_id: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # pending → claimed → sent | skipped | dropped | cancelled; a deferral puts it back to pending
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    variant: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    triggered_by: Mapped[str | None] = mapped_column(String(64))
+    occasion: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TouchLog(Base):
+    """Every decision about a touch: sent, deferred, skipped, dropped, with its reason."""
+
+    __tablename__ = "touch_log"
+    __table_args__ = (Index("ix_touch_log_contact", "contact_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"))
+    journey_id: Mapped[str] = mapped_column(String(64))
+    step_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    proactive: Mapped[bool] = mapped_column(Boolean, default=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ProcessedInbound(Base):
+    """Inbound platform message ids already handled, so a redelivery has no second effect."""
+
+    __tablename__ = "processed_inbound"
+
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(191), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Message(Base):
+    """Conversation history, both directions; outbound rows double as the delivery queue."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key", name="uq_messages_idempotency_key"),
+        Index("ix_messages_conversation", "channel", "chat_type", "chat_id", "id"),
+        Index("ix_messages_undelivered", "direction", "delivered_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    chat_type: Mapped[str] = mapped_column(String(16))
+    chat_id: Mapped[str] = mapped_column(String(128))
+    direction: Mapped[str] = mapped_column(String(8))  # in | out
+    sender_role: Mapped[str] = mapped_column(String(16))  # customer | staff | bot
+    sender_id: Mapped[str] = mapped_column(String(128))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    text: Mapped[str] = mapped_column(Text)
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    intent: Mapped[str | None] = mapped_column(String(64))
+    handoff: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_error: Mapped[str | None] = mapped_column(Text)  # set when delivery was given up

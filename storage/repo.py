@@ -1,0 +1,206 @@
+"""Queries. Each takes the caller's session, so the caller decides what one transaction covers."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.models import (
+    Contact,
+    Enrolment,
+    Group,
+    Membership,
+    Message,
+    ProcessedInbound,
+    Staff,
+    Touch,
+    TouchLog,
+)
+
+ACTIVE_TOUCH = ("pending", "claimed")
+
+
+async def insert_ignore(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING; True when a row was inserted (a unique key decides)."""
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    result = await session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)
+
+
+async def mark_inbound_processed(session: AsyncSession, channel: str, message_id: str, now: datetime) -> bool:
+    """Remember an inbound platform message; False when it was already handled (a redelivery)."""
+    return await insert_ignore(session, ProcessedInbound, {"channel": channel, "message_id": message_id, "at": now})
+
+
+async def contact_by_identity(session: AsyncSession, channel: str, external_id: str) -> Contact | None:
+    return await session.scalar(select(Contact).where(Contact.channel == channel, Contact.external_id == external_id))
+
+
+async def find_contact(session: AsyncSession, ref: str, channel: str | None = None) -> Contact | None:
+    """A customer by numeric id, or by platform id (on `channel` first), or by exact name."""
+    if ref.isdigit():
+        found = await session.get(Contact, int(ref))
+        if found:
+            return found
+    query = select(Contact).where(Contact.external_id == ref).order_by(Contact.id)
+    if channel:
+        found = await session.scalar(query.where(Contact.channel == channel))
+        if found:
+            return found
+    return await session.scalar(query) or await session.scalar(
+        select(Contact).where(Contact.name == ref).order_by(Contact.id))
+
+
+async def staff_by_identity(session: AsyncSession, channel: str, external_id: str) -> Staff | None:
+    return await session.scalar(select(Staff).where(Staff.channel == channel, Staff.external_id == external_id))
+
+
+async def staff_identities(session: AsyncSession, key: str) -> Sequence[Staff]:
+    return (await session.scalars(select(Staff).where(Staff.key == key).order_by(Staff.id))).all()
+
+
+async def group_by_identity(session: AsyncSession, channel: str, external_id: str, now: datetime,
+                            name: str = "") -> Group:
+    await insert_ignore(session, Group, {"channel": channel, "external_id": external_id, "name": name or external_id,
+                                         "created_at": now})
+    group = await session.scalar(select(Group).where(Group.channel == channel, Group.external_id == external_id))
+    assert group is not None
+    return group
+
+
+async def set_membership(session: AsyncSession, group: Group, member_id: str, contact_id: int | None,
+                         role: str, now: datetime, present: bool) -> bool:
+    """Record a join or leave; True when membership actually changed."""
+    row = await session.scalar(select(Membership).where(Membership.group_id == group.id,
+                                                        Membership.member_id == member_id))
+    if present:
+        if row is None:
+            session.add(Membership(group_id=group.id, member_id=member_id, contact_id=contact_id, role=role,
+                                   joined_at=now))
+            return True
+        if row.left_at is not None:
+            row.left_at, row.joined_at = None, now
+            return True
+        return False
+    if row is not None and row.left_at is None:
+        row.left_at = now
+        return True
+    return False
+
+
+async def enrolment_for(session: AsyncSession, contact_id: int, journey_id: str) -> Enrolment | None:
+    return await session.scalar(select(Enrolment).where(Enrolment.contact_id == contact_id,
+                                                        Enrolment.journey_id == journey_id))
+
+
+async def active_enrolments(session: AsyncSession, contact_id: int) -> Sequence[Enrolment]:
+    return (await session.scalars(select(Enrolment).where(Enrolment.contact_id == contact_id,
+                                                          Enrolment.status == "active"))).all()
+
+
+async def schedule_touch(session: AsyncSession, **values: Any) -> bool:
+    """Put a touch in the outbox; the idempotency key makes a second scheduling a no-op."""
+    values.setdefault("status", "pending")
+    values.setdefault("attempts", 0)
+    return await insert_ignore(session, Touch, values)
+
+
+async def cancel_touches(session: AsyncSession, contact_id: int, now: datetime, reason: str,
+                         enrolment_id: int | None = None) -> list[Touch]:
+    """End every not-yet-sent touch of a customer (or of one enrolment); returns what was cancelled."""
+    query = select(Touch).where(Touch.contact_id == contact_id, Touch.status.in_(ACTIVE_TOUCH))
+    if enrolment_id is not None:
+        query = query.where(Touch.enrolment_id == enrolment_id)
+    touches = list((await session.scalars(query)).all())
+    for touch in touches:
+        touch.status, touch.reason, touch.finished_at = "cancelled", reason, now
+        touch.claimed_by = touch.claimed_until = None
+    return touches
+
+
+async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, lease: timedelta, limit: int,
+                            skip_locked: bool) -> list[int]:
+    """Claim up to `limit` due touches for this worker; expired claims of dead workers are taken over."""
+    due = or_(
+        and_(Touch.status == "pending", Touch.due_at <= now),
+        and_(Touch.status == "claimed", Touch.claimed_until < now),
+    )
+    candidates = select(Touch.id).where(due).order_by(Touch.due_at, Touch.id).limit(limit)
+    if skip_locked:
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list((await session.scalars(candidates)).all())
+    if not ids:
+        return []
+    result = await session.execute(
+        update(Touch)
+        .where(Touch.id.in_(ids), due)
+        .values(status="claimed", claimed_by=worker, claimed_until=now + lease, attempts=Touch.attempts + 1)
+        .returning(Touch.id)
+    )
+    return sorted(result.scalars().all())
+
+
+async def next_due_at(session: AsyncSession) -> datetime | None:
+    return await session.scalar(select(func.min(Touch.due_at)).where(Touch.status == "pending"))
+
+
+async def release_touch(session: AsyncSession, touch_id: int, worker: str, **values: Any) -> bool:
+    """Finish or reschedule a claimed touch — only if this worker still holds the claim."""
+    values.setdefault("claimed_by", None)
+    values.setdefault("claimed_until", None)
+    result = await session.execute(
+        update(Touch).where(Touch.id == touch_id, Touch.claimed_by == worker, Touch.status == "claimed")
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def log_decision(session: AsyncSession, touch: Touch, decision: str, reason: str, detail: str,
+                 now: datetime, proactive: bool = True) -> None:
+    session.add(TouchLog(contact_id=touch.contact_id, touch_id=touch.id, journey_id=touch.journey_id,
+                         step_id=touch.step_id, decision=decision, reason=reason, detail=detail,
+                         proactive=proactive, at=now))
+
+
+async def recent_decisions(session: AsyncSession, contact_id: int, limit: int = 20) -> Sequence[TouchLog]:
+    return (await session.scalars(select(TouchLog).where(TouchLog.contact_id == contact_id)
+                                  .order_by(TouchLog.at.desc(), TouchLog.id.desc()).limit(limit))).all()
+
+
+async def enrolment_touches(session: AsyncSession, enrolment_id: int) -> Sequence[Touch]:
+    return (await session.scalars(select(Touch).where(Touch.enrolment_id == enrolment_id))).all()
+
+
+def add_message(session: AsyncSession, **values: Any) -> Message:
+    message = Message(**values)
+    session.add(message)
+    return message
+
+
+async def claim_undelivered(session: AsyncSession, channels: Sequence[str], now: datetime, lease: timedelta,
+                            limit: int, skip_locked: bool) -> list[Message]:
+    """Outbound messages not yet handed to their platform, claimed for a short lease."""
+    ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
+                 Message.channel.in_(channels),
+                 or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
+    query = select(Message).where(ready).order_by(Message.id).limit(limit)
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    messages = list((await session.scalars(query)).all())
+    for message in messages:
+        message.delivery_claimed_until = now + lease
+        message.delivery_attempts += 1
+    return messages
+
+
+async def conversation(session: AsyncSession, channel: str, chat_type: str, chat_id: str,
+                       limit: int = 50) -> list[Message]:
+    rows = (await session.scalars(select(Message).where(Message.channel == channel, Message.chat_type == chat_type,
+                                                        Message.chat_id == chat_id)
+                                  .order_by(Message.id.desc()).limit(limit))).all()
+    return list(reversed(rows))
