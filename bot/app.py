@@ -22,7 +22,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.delivery import Dispatcher
 from bot.engine import Engine
-from bot.events import ChatType
+from bot.events import ChatType, Event
 from bot.enrolment import JourneyRunner
 from bot.library import ScriptLibrary
 from bot.problems import Problem
@@ -62,6 +62,11 @@ class App:
             log.error("%s", problem)
         await self.engine.sync_staff()
         return problems
+
+    async def handle(self, event: Event) -> None:
+        """What adapters call: apply the event, then send what it made due (the greeting before the next line)."""
+        await self.engine.handle(event)
+        await self.tick()
 
     async def tick(self) -> list[TouchOutcome]:
         """One pass: run due touches, then deliver what is queued."""
@@ -108,7 +113,7 @@ def enable_webchat(app: App) -> WebChat:
     async def history(chat_type: ChatType, chat_id: str) -> list[HistoryLine]:
         return await _history(app, chat_type, chat_id)
 
-    webchat = WebChat(app.engine.handle, history, is_staff, app.clock, app.settings.adapters.webchat.demo_group)
+    webchat = WebChat(app.handle, history, is_staff, app.clock, app.settings.adapters.webchat.demo_group)
     app.add_transport(webchat)
     return webchat
 
@@ -144,7 +149,7 @@ async def chat_in_console(app: App) -> None:
     """`siyu chat`: the console REPL, with the scheduler running beside it."""
     guide = app.settings.guide(None)
     guide_id = guide.identities.get("console", "guide") if guide else "guide"
-    console = ConsoleChat(app.engine.handle, app.clock, guide_id)
+    console = ConsoleChat(app.handle, app.clock, guide_id)
     app.add_transport(console)
     loop_task = asyncio.create_task(app.run_forever())
     try:

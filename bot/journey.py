@@ -60,6 +60,7 @@ class Variant:
     name: str
     weight: int
     template: Template
+    line: int  # where its text starts in the YAML file
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,10 @@ class Step:
     window: DailyWindow | None = None
     when: Condition | None = None
     reply: bool = False
+    say_line: int = 0  # where `say` text starts in the YAML file
+
+    def text_line(self, variant: Variant | None) -> int:
+        return variant.line if variant is not None else self.say_line
 
     def choose_variant(self, journey_id: str, contact_id: int) -> Variant | None:
         """Deterministic per customer: the same person always lands in the same arm."""
@@ -264,7 +269,7 @@ class _JourneyParser:
         if len(self.problems) > before or step_id is None:
             return None
         return Step(step_id, self.doc.line(*key), at, on, time_of_day, dates, template, variants,
-                    window, when, bool(reply))
+                    window, when, bool(reply), self.doc.text_line(*key, "say"))
 
     def _time(self, raw: dict[str, Any], key: tuple[str | int, ...], name: str) -> time:
         try:
@@ -321,7 +326,7 @@ class _JourneyParser:
                 continue
             template = self._template(body["say"], where + ("say",), name)
             if template is not None:
-                variants.append(Variant(str(arm), weight, template))
+                variants.append(Variant(str(arm), weight, template, self.doc.text_line(*where, "say")))
         return None, tuple(variants)
 
     def _template(self, text: Any, key: tuple[str | int, ...], name: str) -> Template | None:

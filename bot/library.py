@@ -119,7 +119,8 @@ class ScriptLibrary:
                 try:
                     render(step.template_for(variant), context)
                 except TemplateProblem as exc:
-                    problems.append(Problem(doc.path, step.line, f"step '{step.id}' {exc} — "
+                    line = step.text_line(variant) + exc.line - 1
+                    problems.append(Problem(doc.path, line, f"step '{step.id}' {exc} — "
                                             "available: customer, guide, brand (and festival on occasion steps)"))
         return problems
 

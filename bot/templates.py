@@ -19,6 +19,17 @@ class TemplateProblem(ValueError):
         self.line = line
 
 
+def _template_line(exc: BaseException) -> int:
+    """Jinja rewrites tracebacks so frames of the template carry its line numbers."""
+    line = 1
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
 def compile_template(source: str) -> Template:
     try:
         return _ENV.from_string(source)
@@ -31,6 +42,6 @@ def render(template: Template, context: Mapping[str, Any]) -> str:
     try:
         text = template.render(**context)
     except TemplateError as exc:
-        raise TemplateProblem(f"template: {exc}") from None
+        raise TemplateProblem(f"template: {exc}", _template_line(exc)) from None
     lines = [line.rstrip() for line in text.strip().splitlines()]
     return "\n".join(lines)

@@ -133,14 +133,14 @@ async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, l
     candidates = select(Touch.id).where(due).order_by(Touch.due_at, Touch.id).limit(limit)
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
-    ids = list((await session.scalars(candidates)).all())
-    if not ids:
-        return []
+    # One UPDATE … WHERE id IN (SELECT … SKIP LOCKED) RETURNING: on SQLite a single statement takes
+    # the write lock at once, so two processes never deadlock upgrading a read lock.
     result = await session.execute(
         update(Touch)
-        .where(Touch.id.in_(ids), due)
+        .where(Touch.id.in_(candidates.scalar_subquery()), due)
         .values(status="claimed", claimed_by=worker, claimed_until=now + lease, attempts=Touch.attempts + 1)
         .returning(Touch.id)
+        .execution_options(synchronize_session=False)
     )
     return sorted(result.scalars().all())
 
@@ -188,14 +188,19 @@ async def claim_undelivered(session: AsyncSession, channels: Sequence[str], now:
     ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
                  Message.channel.in_(channels),
                  or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
-    query = select(Message).where(ready).order_by(Message.id).limit(limit)
+    candidates = select(Message.id).where(ready).order_by(Message.id).limit(limit)
     if skip_locked:
-        query = query.with_for_update(skip_locked=True)
-    messages = list((await session.scalars(query)).all())
-    for message in messages:
-        message.delivery_claimed_until = now + lease
-        message.delivery_attempts += 1
-    return messages
+        candidates = candidates.with_for_update(skip_locked=True)
+    result = await session.execute(
+        update(Message).where(Message.id.in_(candidates.scalar_subquery()), ready)
+        .values(delivery_claimed_until=now + lease, delivery_attempts=Message.delivery_attempts + 1)
+        .returning(Message.id)
+        .execution_options(synchronize_session=False)
+    )
+    ids = list(result.scalars().all())
+    if not ids:
+        return []
+    return list((await session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))).all())
 
 
 async def conversation(session: AsyncSession, channel: str, chat_type: str, chat_id: str,

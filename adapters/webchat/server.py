@@ -84,8 +84,12 @@ class WebChat:
                         continue
                     if key is not None:
                         self._sockets[key].discard(ws)
-                    key, identity, role = joined
+                    key, identity, role, event = joined
+                    # register first, then history, then the event: its replies arrive live, after history
                     self._sockets[key].add(ws)
+                    await self._send_history(ws, key, str(frame.get("role") or "customer"), identity)
+                    if event is not None:
+                        await self.handle(event)
                 elif kind == "say" and key is not None:
                     await self._say(key, identity, role, frame)
                 else:
@@ -95,8 +99,8 @@ class WebChat:
                 self._sockets[key].discard(ws)
         return ws
 
-    async def _join(self, ws: web.WebSocketResponse,
-                    frame: dict[str, object]) -> tuple[tuple[ChatType, str], str, Role] | None:
+    async def _join(self, ws: web.WebSocketResponse, frame: dict[str, object]
+                    ) -> tuple[tuple[ChatType, str], str, Role, Event | None] | None:
         name = str(frame.get("name", "")).strip()[:64]
         wanted = frame.get("role")
         if not name:
@@ -108,21 +112,19 @@ class WebChat:
                 await ws.send_json({"type": "error", "text": f"'{name}' is not a configured guide "
                                                              "(see staff in config.yaml)"})
                 return None
-            key, role = (ChatType.DIRECT, name), Role.STAFF
-        elif wanted == "member":
-            key, role = (ChatType.GROUP, self.demo_group), Role.CUSTOMER
-            await self.handle(Event(EventKind.JOINED_GROUP, CHANNEL, name, now, ChatType.GROUP, self.demo_group,
-                                    profile=Profile(name=name)))
-        else:
-            key, role = (ChatType.DIRECT, name), Role.CUSTOMER
-            await self.handle(Event(EventKind.CONTACT_ADDED, CHANNEL, name, now,
-                                    profile=Profile(name=name, source="官网在线咨询")))
+            return (ChatType.DIRECT, name), name, Role.STAFF, None
+        if wanted == "member":
+            return (ChatType.GROUP, self.demo_group), name, Role.CUSTOMER, Event(
+                EventKind.JOINED_GROUP, CHANNEL, name, now, ChatType.GROUP, self.demo_group,
+                profile=Profile(name=name))
+        return (ChatType.DIRECT, name), name, Role.CUSTOMER, Event(
+            EventKind.CONTACT_ADDED, CHANNEL, name, now, profile=Profile(name=name, source="官网在线咨询"))
+
+    async def _send_history(self, ws: web.WebSocketResponse, key: tuple[ChatType, str], role: str,
+                            name: str) -> None:
         history = await self.history(*key)
-        await ws.send_json({"type": "joined", "role": str(wanted or "customer"), "name": name,
-                            "chat": key[1], "history": [
-                                {"id": h.ref, "from": h.sender, "text": h.text, "at": h.at.isoformat()}
-                                for h in history]})
-        return key, name, role
+        await ws.send_json({"type": "joined", "role": role, "name": name, "chat": key[1], "history": [
+            {"id": h.ref, "from": h.sender, "text": h.text, "at": h.at.isoformat()} for h in history]})
 
     async def _say(self, key: tuple[ChatType, str], identity: str, role: Role, frame: dict[str, object]) -> None:
         text = str(frame.get("text", "")).strip()[:2000]

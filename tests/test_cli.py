@@ -1,0 +1,65 @@
+"""The command line as an operator uses it: chat, trigger, why, db upgrade, simulate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def siyu(*args: str, db: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SIYU_DATABASE_URL": f"sqlite+aiosqlite:///{db}"}
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, input=stdin, env=env)
+
+
+def test_console_chat_as_customer_then_guide(tmp_path: Path) -> None:
+    result = siyu("chat", db=tmp_path / "c.db", stdin="包邮吗\n/as guide\n/why console-customer\n/quit\n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "siyu → 顾客: 访客您好～我是山茶集的专属护肤顾问小美 🌸" in out
+    assert "siyu → 顾客: 全国满 99 元包邮" in out
+    assert "（现在是导购）" in out
+    assert "siyu → 导购: 访客（#1）最近的触达决策：" in out
+
+
+def test_trigger_and_why_from_the_command_line(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    assert siyu("db", "upgrade", db=db).returncode == 0
+    siyu("chat", db=db, stdin="/quit\n")  # a customer exists now
+    result = siyu("trigger", "new_customer.day1_care", "--customer", "console-customer", "--by", "xiaomei", db=db)
+    assert result.returncode == 0, result.stderr
+    assert "已安排 new_customer.day1_care 发给 访客" in result.stdout
+    why = siyu("why", "console-customer", db=db)
+    assert "new_customer.greeting  sent" in why.stdout
+    missing = siyu("trigger", "new_customer.day1_care", "--customer", "nobody", db=db)
+    assert missing.returncode == 1 and "no customer 'nobody'" in missing.stderr
+
+
+def test_simulate_json_is_complete_and_deterministic(tmp_path: Path) -> None:
+    args = ("simulate", "--days", "35", "--customers", "8", "--seed", "7", "--json")
+    first = siyu(*args, db=tmp_path / "unused.db")
+    second = siyu(*args, db=tmp_path / "unused.db")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    rows = [json.loads(line) for line in first.stdout.splitlines()]
+    assert all(set(r) >= {"t", "customer", "kind", "journey", "step", "variant", "text", "reason"} for r in rows)
+    assert {r["kind"] for r in rows} == {"enrolled", "exited", "sent", "deferred", "dropped", "received"}
+    assert all("+08:00" in r["t"] for r in rows)
+    opted = [r for r in rows if r["kind"] == "exited" and r["reason"] == "opted_out"]
+    assert opted, "the opt-out customer's journeys end"
+    gone = {r["customer"] for r in opted}
+    last_exit = max(r["t"] for r in opted)
+    assert not [r for r in rows if r["customer"] in gone and r["kind"] == "sent" and r["t"] > last_exit]
+    assert any(r["step"] == "birthday" and r["kind"] == "sent" for r in rows)
+    assert any(r["variant"] in ("A", "B") for r in rows)
+
+
+def test_simulate_text_shows_transcripts(tmp_path: Path) -> None:
+    result = siyu("simulate", "--days", "35", "--customers", "5", "--seed", "1", db=tmp_path / "unused.db")
+    assert result.returncode == 0, result.stderr
+    assert "(engaged)" in result.stdout and "(silent)" in result.stdout
+    assert "new_customer.day30_interest" in result.stdout

@@ -1,0 +1,121 @@
+"""The engine's first rules: opt-out, quiet hours, guide triggers, churn, occasions, redelivery."""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from storage.models import Contact, Enrolment, Message, Touch
+from tests.conftest import SHANGHAI
+from tests.harness import Harness
+
+
+async def test_opt_out_gets_one_confirmation_and_nothing_more(harness: Harness) -> None:
+    await harness.customer_adds_guide("li", "李女士")
+    await harness.run_for(timedelta(days=1, hours=1))
+    await harness.customer_says("li", "TD")
+    await harness.customer_says("li", "退订")  # a second opt-out is not confirmed again
+    await harness.run_until(harness.start + timedelta(days=40))
+
+    assert harness.transcript("li") == [
+        "d0 10:15 李女士您好～我是山茶集的专属护肤顾问小美 🌸",
+        "d1 10:15 李女士，昨天加上您很开心～",
+        "d1 11:15 已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。",
+    ]
+    async with harness.app.db.session() as session:
+        statuses = {e.journey_id: (e.status, e.exit_reason) for e in (await session.scalars(select(Enrolment))).all()}
+        pending = await session.scalar(select(func.count()).select_from(Touch).where(Touch.status == "pending"))
+    assert statuses == {"new_customer": ("exited", "opted_out"), "occasions": ("exited", "opted_out")}
+    assert pending == 0
+
+
+async def test_touch_due_in_quiet_hours_waits_for_morning(db_url: str) -> None:
+    from tests.conftest import ROOT
+
+    late = datetime(2026, 3, 2, 22, 30, tzinfo=SHANGHAI)  # added at 22:30: day-1 care falls at 22:30 too
+    h = await Harness.create(db_url, late, ROOT / "scripts")
+    try:
+        await h.customer_adds_guide("night", "夜猫子")
+        await h.run_for(timedelta(days=1, hours=12))
+        assert h.transcript("night")[:2] == [
+            "d0 22:30 夜猫子您好～我是山茶集的专属护肤顾问小美 🌸",  # answers their own add: sent at once
+            "d2 10:00 夜猫子，昨天加上您很开心～",                   # deferred, never dropped
+        ]
+        async with h.app.db.session() as session:
+            from storage import repo
+            contact = await repo.find_contact(session, "night")
+            decisions = await repo.recent_decisions(session, contact.id)
+        deferral = next(d for d in decisions if d.decision == "deferred" and d.step_id == "day1_care")
+        assert deferral.reason == "quiet_hours"
+        assert "deferred to 2026-03-04 10:00" in deferral.detail
+    finally:
+        await h.close()
+
+
+async def test_guide_triggers_a_step_by_hand(harness: Harness) -> None:
+    await harness.customer_adds_guide("zhou", "周小姐")
+    await harness.guide_says("/sop new_customer.day3_followup zhou")
+    assert harness.texts("guide-xiaomei")[-1].startswith("已安排 new_customer.day3_followup 发给 周小姐")
+    assert len(harness.transcript("zhou")) == 2
+    assert harness.transcript("zhou")[1].startswith("d0 10:15 周小姐，")
+
+    await harness.guide_says("/sop no_such_journey zhou")
+    assert "没有旅程 'no_such_journey'" in harness.texts("guide-xiaomei")[-1]
+    await harness.guide_says("/why zhou")
+    assert "new_customer.day3_followup  sent" in harness.texts("guide-xiaomei")[-1]
+
+
+async def test_customer_cannot_run_guide_commands(harness: Harness) -> None:
+    await harness.customer_adds_guide("sneaky", "路人")
+    await harness.customer_says("sneaky", "/sop new_customer.day3_followup sneaky")
+    assert not any("已安排" in t for t in harness.texts("sneaky"))
+    async with harness.app.db.session() as session:
+        manual = await session.scalar(select(func.count()).select_from(Touch).where(Touch.triggered_by.isnot(None)))
+    assert manual == 0
+
+
+async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None:
+    await harness.customer_adds_guide("qian", "钱女士")
+    await harness.customer_says("qian", "你们的面霜和海蓝之谜比起来怎么样")
+    assert harness.texts("qian")[-1] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
+    note = harness.texts("guide-xiaomei")[-1]
+    assert note.startswith("【转人工】钱女士")
+    assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#customer=" in note
+    async with harness.app.db.session() as session:
+        unanswered = (await session.scalars(select(Message).where(Message.handoff.is_(True)))).all()
+    assert len(unanswered) == 1
+
+
+async def test_churned_customer_ends_journeys_and_guide_is_told(harness: Harness) -> None:
+    await harness.customer_adds_guide("sun", "孙先生")
+    await harness.run_for(timedelta(days=2))
+    await harness.customer_removes_guide("sun")
+    await harness.run_for(timedelta(days=40))
+    assert len(harness.transcript("sun")) == 2
+    assert harness.texts("guide-xiaomei")[-1].startswith("【流失提醒】客户 孙先生")
+    # comes back: a fresh journey starts
+    await harness.customer_adds_guide("sun", "孙先生")
+    assert harness.transcript("sun")[-1].startswith("d42 10:15 孙先生您好")
+
+
+async def test_birthday_and_festival_greetings(harness: Harness) -> None:
+    await harness.customer_adds_guide("bd", "生日客", birthday=date(1990, 3, 20))
+    await harness.run_until(datetime(2026, 6, 19, tzinfo=SHANGHAI))
+    texts = harness.transcript("bd")
+    assert "d18 10:00 生日客，生日快乐！🎂 山茶集为您准备了一份生日礼，" in texts
+    assert "d108 10:30 生日客，618快乐！山茶集小美祝您一切顺心～" in texts
+    async with harness.app.db.session() as session:
+        next_birthday = await session.scalar(select(Touch.due_at).where(Touch.step_id == "birthday",
+                                                                       Touch.status == "pending"))
+    assert next_birthday.astimezone(SHANGHAI) == datetime(2027, 3, 20, 10, 0, tzinfo=SHANGHAI)
+
+
+async def test_redelivered_message_has_one_effect(harness: Harness) -> None:
+    await harness.customer_adds_guide("dup", "重复")
+    for _ in range(3):
+        await harness.customer_says("dup", "包邮吗", message_id="platform-msg-1")
+    answers = [t for t in harness.texts("dup") if t.startswith("全国满 99 元包邮")]
+    assert len(answers) == 1
+    async with harness.app.db.session() as session:
+        contact = await session.scalar(select(Contact).where(Contact.external_id == "dup"))
+    assert contact.replies == 1

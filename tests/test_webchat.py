@@ -1,0 +1,124 @@
+"""Web chat over a real HTTP server and WebSocket: a customer, a group member and a guide."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import ClientWebSocketResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot.app import build_web_app
+from storage.models import Staff
+from tests.conftest import ROOT
+from tests.harness import Harness
+
+
+@pytest.fixture
+async def client(db_url: str, start) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
+    h = await Harness.create(db_url, start, ROOT / "scripts")
+    await h.app.engine.sync_staff()
+    # the guide also has a web chat identity
+    async with h.app.db.session() as session, session.begin():
+        session.add(Staff(key="xiaomei", channel="webchat", external_id="xiaomei", name="小美"))
+    web_app = build_web_app(h.app)
+    loop_task = asyncio.create_task(h.app.run_forever())
+    async with TestClient(TestServer(web_app, host="127.0.0.1")) as test_client:
+        yield test_client
+    loop_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop_task
+    await h.close()
+
+
+async def next_of(ws: ClientWebSocketResponse, kind: str) -> dict[str, Any]:
+    while True:
+        frame = await asyncio.wait_for(ws.receive_json(), timeout=5)
+        if frame["type"] == kind:
+            return frame
+
+
+async def test_health_check(client: TestClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    body = await response.json()
+    assert body["ok"] is True and "new_customer" in body["journeys"]
+
+
+async def test_page_is_served(client: TestClient) -> None:
+    response = await client.get("/")
+    assert response.status == 200
+    assert "siyu" in await response.text()
+
+
+async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "join", "role": "customer", "name": "林小姐"})
+    joined = await next_of(ws, "joined")
+    assert joined["name"] == "林小姐"
+    greeting = await next_of(ws, "message")
+    assert greeting["from"] == "bot" and greeting["text"].startswith("林小姐您好～我是山茶集的专属护肤顾问小美")
+
+    await ws.send_json({"type": "say", "id": "u1", "text": "包邮吗"})
+    answer = await next_of(ws, "message")
+    assert answer["text"].startswith("全国满 99 元包邮")
+    await ws.close()
+
+    # reconnecting shows the conversation so far, and does not greet twice
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "join", "role": "customer", "name": "林小姐"})
+    history = (await next_of(ws, "joined"))["history"]
+    assert [m["from"] for m in history] == ["bot", "林小姐", "bot"]
+    await ws.close()
+
+
+async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None:
+    guide = await client.ws_connect("/ws")
+    await guide.send_json({"type": "join", "role": "guide", "name": "xiaomei"})
+    await next_of(guide, "joined")
+    customer = await client.ws_connect("/ws")
+    await customer.send_json({"type": "join", "role": "customer", "name": "webchat-guest"})
+    await next_of(customer, "message")  # greeting
+
+    await customer.send_json({"type": "say", "id": "q1", "text": "你们和别家的面霜比哪个好"})
+    assert (await next_of(customer, "message"))["text"] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
+    note = await next_of(guide, "message")
+    assert note["text"].startswith("【转人工】webchat-guest")
+
+    await guide.send_json({"type": "say", "id": "c1", "text": "/sop new_customer.day3_followup webchat-guest"})
+    assert (await next_of(guide, "message"))["text"].startswith("已安排 new_customer.day3_followup")
+    assert (await next_of(customer, "message"))["text"].startswith("webchat-guest，")
+    await guide.close()
+    await customer.close()
+
+
+async def test_strangers_cannot_join_as_guide(client: TestClient) -> None:
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "join", "role": "guide", "name": "mallory"})
+    error = await next_of(ws, "error")
+    assert "not a configured guide" in error["text"]
+    await ws.send_json({"type": "say", "text": "/optout 1"})
+    assert (await next_of(ws, "error"))["text"].startswith("join first")
+    await ws.close()
+
+
+async def test_group_members_see_each_other_and_the_bot_answers_mentions(client: TestClient) -> None:
+    a = await client.ws_connect("/ws")
+    await a.send_json({"type": "join", "role": "member", "name": "阿May"})
+    await next_of(a, "joined")
+    b = await client.ws_connect("/ws")
+    await b.send_json({"type": "join", "role": "member", "name": "Kiki"})
+    await next_of(b, "joined")
+
+    await a.send_json({"type": "say", "id": "g1", "text": "大家好"})
+    seen = await next_of(b, "message")
+    assert (seen["from"], seen["text"]) == ("阿May", "大家好")
+
+    await b.send_json({"type": "say", "id": "g2", "text": "@bot 什么时候发货"})
+    while (frame := await next_of(a, "message"))["from"] != "bot":
+        pass
+    assert frame["text"].startswith("工作日 16:00 前下单当天发货")
+    await a.close()
+    await b.close()
