@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -82,15 +83,19 @@ class Scheduler:
                     continue
                 if outcome is not None:
                     outcomes.append(outcome)
+            if len(ids) < self.settings.scheduler.batch:
+                return outcomes  # a short batch means nothing else was due
 
     async def _process(self, session: AsyncSession, touch_id: int) -> TouchOutcome | None:
         now = self.clock.now()
-        touch = await session.get(Touch, touch_id)
-        if touch is None or touch.claimed_by != self.worker_id or touch.status != "claimed":
+        row = (await session.execute(
+            select(Touch, Contact, Enrolment).join(Contact, Contact.id == Touch.contact_id)
+            .outerjoin(Enrolment, Enrolment.id == Touch.enrolment_id).where(Touch.id == touch_id))).first()
+        if row is None:
             return None
-        contact = await session.get(Contact, touch.contact_id)
-        assert contact is not None
-        enrolment = await session.get(Enrolment, touch.enrolment_id) if touch.enrolment_id else None
+        touch, contact, enrolment = row
+        if touch.claimed_by != self.worker_id or touch.status != "claimed":
+            return None
         journey = self.library.journeys.get(touch.journey_id)
         step = journey.step(touch.step_id) if journey else None
 
@@ -171,9 +176,8 @@ class Scheduler:
         if step.on is not None:
             await self.runner.schedule_step(session, contact, enrolment, step, now, after=touch.due_at.date())
             return
-        remaining = [t for t in await repo.enrolment_touches(session, enrolment.id)
-                     if t.id != touch.id and t.status in repo.ACTIVE_TOUCH]
-        if not remaining and all(s.on is None for s in journey.steps):
+        if all(s.on is None for s in journey.steps) and not await repo.has_other_active_touches(
+                session, enrolment.id, touch.id):
             enrolment.status, enrolment.exited_at, enrolment.exit_reason = "completed", now, "completed"
 
     async def _condition_functions(self, session: AsyncSession, contact: Contact, enrolment: Enrolment | None,

@@ -109,6 +109,7 @@ class Simulation:
         self._by_contact: dict[int, SimCustomer] = {}
         self._seen_messages = 0
         self._reported_exits: set[int] = set()
+        self._exits_checked_at = start
         self._counter = 0
 
     async def run(self) -> list[SimCustomer]:
@@ -185,7 +186,9 @@ class Simulation:
             if replies:
                 self._seen_messages = replies[-1].id
             ended = (await session.scalars(select(Enrolment).where(
-                Enrolment.status != "active").order_by(Enrolment.exited_at, Enrolment.id))).all()
+                Enrolment.status != "active", Enrolment.exited_at >= self._exits_checked_at)
+                .order_by(Enrolment.exited_at, Enrolment.id))).all()
+            self._exits_checked_at = self.clock.now()
             for enrolment in ended:
                 if enrolment.id in self._reported_exits or enrolment.exited_at is None:
                     continue

@@ -176,6 +176,12 @@ async def enrolment_touches(session: AsyncSession, enrolment_id: int) -> Sequenc
     return (await session.scalars(select(Touch).where(Touch.enrolment_id == enrolment_id))).all()
 
 
+async def has_other_active_touches(session: AsyncSession, enrolment_id: int, except_id: int) -> bool:
+    found = await session.scalar(select(Touch.id).where(Touch.enrolment_id == enrolment_id, Touch.id != except_id,
+                                                        Touch.status.in_(ACTIVE_TOUCH)).limit(1))
+    return found is not None
+
+
 def add_message(session: AsyncSession, **values: Any) -> Message:
     message = Message(**values)
     session.add(message)
