@@ -47,7 +47,7 @@ class App:
         worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker)
         self.transports: dict[str, Transport] = {}
-        self.dispatcher = Dispatcher(self.db, self.clock, self.transports)
+        self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
 
     def add_transport(self, transport: Transport) -> None:
         self.transports[transport.channel] = transport

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bot.durations import DailyWindow
+from bot.durations import DailyWindow, parse_duration
 from bot.problems import Problem, ScriptError
 from bot.yamlsource import load_yaml
 
@@ -27,24 +27,79 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _check_duration(value: str | None) -> str | None:
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+def _check_window(value: str | None) -> str | None:
+    if value is not None:
+        DailyWindow.parse(value)
+    return value
+
+
+def _check_weekdays(value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if value is not None:
+        unknown = [d for d in value if d not in WEEKDAYS]
+        if unknown or not value:
+            raise ValueError(f"weekdays must be a non-empty list from {', '.join(WEEKDAYS)}")
+    return value
+
+
+class Caps(_Strict):
+    """How many proactive touches one customer may get, across all journeys; null means no cap."""
+
+    day: int | None = Field(1, ge=0)
+    week: int | None = Field(4, ge=0)   # rolling 7 days
+    month: int | None = Field(6, ge=0)  # calendar month, customer's timezone
+
+
+class PolicyOverride(_Strict):
+    """Per-journey changes to the rules; anything left out keeps the global value."""
+
+    quiet_hours: str | None = None
+    weekdays: tuple[str, ...] | None = None
+    caps: Caps | None = None
+    min_gap: str | None = None
+    live_conversation: str | None = None
+
+    _w = field_validator("quiet_hours")(_check_window)
+    _d = field_validator("min_gap", "live_conversation")(_check_duration)
+    _k = field_validator("weekdays")(_check_weekdays)
+
+
 class PolicySettings(_Strict):
     """Restraint rules for proactive messages."""
 
     timezone: str = "Asia/Shanghai"
     quiet_hours: str = "21:00-09:00"
+    weekdays: tuple[str, ...] = WEEKDAYS
+    caps: Caps = Caps()
+    min_gap: str = "20h"
+    live_conversation: str = "30m"
+    guides_may_bypass_caps: bool = False
     opt_out_words: tuple[str, ...] = ("退订", "td", "unsubscribe", "stop")
+    journeys: dict[str, PolicyOverride] = Field(default_factory=dict)
 
     _tz = field_validator("timezone")(_check_timezone)
-
-    @field_validator("quiet_hours")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        DailyWindow.parse(value)
-        return value
+    _w = field_validator("quiet_hours")(_check_window)
+    _d = field_validator("min_gap", "live_conversation")(_check_duration)
+    _k = field_validator("weekdays")(_check_weekdays)
 
     @property
     def quiet(self) -> DailyWindow:
         return DailyWindow.parse(self.quiet_hours)
+
+
+class DeliveryRate(_Strict):
+    """Outbound messages per second to one platform, with a burst allowance."""
+
+    per_second: float = Field(20.0, gt=0)
+    burst: int = Field(20, ge=1)
 
 
 class StaffMember(_Strict):
@@ -92,6 +147,10 @@ class Settings(_Strict):
     faq: FaqSettings = FaqSettings()
     adapters: AdapterSettings = AdapterSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    delivery: dict[str, DeliveryRate] = Field(default_factory=dict)  # per channel; default 20/s
+
+    def delivery_rate(self, channel: str) -> DeliveryRate:
+        return self.delivery.get(channel, DeliveryRate())
 
     @field_validator("brand")
     @classmethod

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
 from adapters.base import DeliveryError, Transport
 from bot.clock import Clock
+from bot.config import DeliveryRate
+from bot.ratelimit import TokenBucket
 from bot.events import Action, ActionKind, Address, ChatType
 from storage import repo
 from storage.db import Database
@@ -21,12 +23,28 @@ class Dispatcher:
     """At-least-once delivery of outbound messages, keyed by message id so transports can dedupe."""
 
     def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport],
-                 lease: timedelta = timedelta(seconds=30), max_attempts: int = 8) -> None:
+                 rates: Callable[[str], DeliveryRate], lease: timedelta = timedelta(seconds=30),
+                 max_attempts: int = 8) -> None:
         self.db = db
         self.clock = clock
         self.transports = dict(transports)
+        self.rates = rates
         self.lease = lease
         self.max_attempts = max_attempts
+        self._buckets: dict[str, TokenBucket] = {}
+        self.paused_until: dict[str, datetime] = {}  # a platform said "slow down"
+
+    def _wait_before(self, channel: str) -> float:
+        """Seconds to hold off this channel: platform back-off first, then our own token bucket."""
+        now = self.clock.now()
+        paused = self.paused_until.get(channel)
+        if paused is not None and paused > now:
+            return (paused - now).total_seconds()
+        bucket = self._buckets.get(channel)
+        if bucket is None:
+            rate = self.rates(channel)
+            bucket = self._buckets[channel] = TokenBucket(rate.per_second, rate.burst, now)
+        return bucket.take(now)
 
     async def flush(self, limit: int = 200) -> int:
         """Deliver everything queued for the transports this process has; returns how many went out."""
@@ -46,9 +64,18 @@ class Dispatcher:
                 return delivered
 
     async def _deliver(self, message: Message) -> int:
-        action = Action(ActionKind.SAY, Address(message.channel, ChatType(message.chat_type), message.chat_id),
-                        message.text, ref=str(message.id), at=message.created_at)
         values: dict[str, object]
+        wait = self._wait_before(message.channel)
+        if wait > 0:  # not an attempt: put it back for later, nothing is lost
+            values = {"delivery_claimed_until": self.clock.now() + timedelta(seconds=wait),
+                      "delivery_attempts": message.delivery_attempts - 1}
+            async with self.db.session() as session, session.begin():
+                await session.execute(update(Message).where(Message.id == message.id).values(**values))
+            return 0
+        action = Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type),
+                                                             message.chat_id),
+                        message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
+                        target_ref=message.target_ref, until=message.until)
         try:
             await self.transports[message.channel].deliver(action)
             values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
@@ -59,9 +86,12 @@ class Dispatcher:
                 log.error("giving up on message %s to %s: %s", message.id, message.channel, exc)
                 values = {"delivery_claimed_until": None, "delivery_error": str(exc) or type(exc).__name__}
             else:
-                wait = exc.retry_after if exc.retry_after is not None else 2 ** message.delivery_attempts
-                log.warning("delivery of message %s failed (%s); retrying in %.0fs", message.id, exc, wait)
-                values = {"delivery_claimed_until": self.clock.now() + timedelta(seconds=wait)}
+                backoff = exc.retry_after if exc.retry_after is not None else 2 ** message.delivery_attempts
+                retry_at = self.clock.now() + timedelta(seconds=backoff)
+                if exc.retry_after is not None:  # the platform throttles the whole channel
+                    self.paused_until[message.channel] = retry_at
+                log.warning("delivery of message %s failed (%s); retrying in %.0fs", message.id, exc, backoff)
+                values = {"delivery_claimed_until": retry_at}
         async with self.db.session() as session, session.begin():
             await session.execute(update(Message).where(Message.id == message.id).values(**values))
         return sent

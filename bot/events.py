@@ -72,6 +72,9 @@ class Event:
 
 class ActionKind(StrEnum):
     SAY = "say"
+    DELETE = "delete"  # remove the member's message `target_ref`
+    MUTE = "mute"      # stop `target_id` from posting until `until`
+    REMOVE = "remove"  # take `target_id` out of the group
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,6 @@ class Action:
     text: str
     ref: str
     at: datetime
+    target_id: str | None = None
+    target_ref: str | None = None
+    until: datetime | None = None

@@ -104,6 +104,7 @@ class Step:
     when: Condition | None = None
     reply: bool = False
     say_line: int = 0  # where `say` text starts in the YAML file
+    expire: timedelta | None = None
 
     def text_line(self, variant: Variant | None) -> int:
         return variant.line if variant is not None else self.say_line
@@ -139,6 +140,10 @@ class Journey:
     steps: tuple[Step, ...]
     priority: int
     path: str
+    expire: timedelta | None = None
+
+    def expire_of(self, step: Step) -> timedelta | None:
+        return step.expire if step.expire is not None else self.expire
 
     def step(self, step_id: str) -> Step | None:
         return next((s for s in self.steps if s.id == step_id), None)
@@ -162,9 +167,9 @@ class _JourneyParser:
         if not isinstance(data, dict):
             self.fail((), "a journey file must be a mapping with journey, title, trigger and steps")
             return None
-        for key in sorted(set(data) - {"journey", "title", "trigger", "exit_when", "steps", "priority"}):
+        for key in sorted(set(data) - {"journey", "title", "trigger", "exit_when", "steps", "priority", "expire"}):
             self.fail((key,), f"unknown key '{key}' — expected journey, title, trigger, exit_when, "
-                              "priority or steps")
+                              "priority, expire or steps")
         journey_id = self._identifier(data, ("journey",), "journey")
         title = data.get("title")
         if not isinstance(title, str) or not title.strip():
@@ -178,10 +183,21 @@ class _JourneyParser:
         priority = data.get("priority", 50)
         if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 100:
             self.fail(("priority",), f"priority {priority!r} — expected a whole number from 0 to 100")
+        expire = self._expire(data, ("expire",), "journey")
         steps = self._steps(data.get("steps"))
         if self.problems or journey_id is None or trigger is None:
             return None
-        return Journey(journey_id, str(title).strip(), trigger, exit_when, tuple(steps), priority, self.doc.path)
+        return Journey(journey_id, str(title).strip(), trigger, exit_when, tuple(steps), priority, self.doc.path,
+                       expire)
+
+    def _expire(self, data: dict[str, Any], key: tuple[str | int, ...], name: str) -> timedelta | None:
+        if "expire" not in data:
+            return None
+        try:
+            return parse_duration(data["expire"])
+        except ValueError:
+            self.fail(key, f"{name} has 'expire: {data['expire']}' — expected a duration like '1d' or '12h'")
+            return None
 
     def _identifier(self, data: dict[str, Any], key: tuple[str | int, ...], what: str) -> str | None:
         value = data.get(key[-1])
@@ -224,7 +240,7 @@ class _JourneyParser:
             self.fail(key, "each step must be a mapping with at least id, at and say")
             return None
         before = len(self.problems)
-        allowed = {"id", "at", "on", "time", "dates", "say", "variants", "window", "when", "reply"}
+        allowed = {"id", "at", "on", "time", "dates", "say", "variants", "window", "when", "reply", "expire"}
         for extra in sorted(set(raw) - allowed):
             self.fail(key + (extra,), f"unknown step key '{extra}' — expected one of {', '.join(sorted(allowed))}")
         step_id = self._identifier(raw, key + ("id",), "step")
@@ -263,13 +279,14 @@ class _JourneyParser:
                 when = Condition(str(raw["when"]), CONDITION_SCHEMA)
             except ConditionError as exc:
                 self.fail(key + ("when",), f"{name} when: {exc} — see README 'Conditions'")
+        expire = self._expire(raw, key + ("expire",), name)
         reply = raw.get("reply", False)
         if not isinstance(reply, bool):
             self.fail(key + ("reply",), f"{name} reply must be true or false")
         if len(self.problems) > before or step_id is None:
             return None
         return Step(step_id, self.doc.line(*key), at, on, time_of_day, dates, template, variants,
-                    window, when, bool(reply), self.doc.text_line(*key, "say"))
+                    window, when, bool(reply), self.doc.text_line(*key, "say"), expire)
 
     def _time(self, raw: dict[str, Any], key: tuple[str | int, ...], name: str) -> time:
         try:

@@ -21,13 +21,16 @@ from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
 from bot.journey import Journey, Step
 from bot.library import ScriptLibrary
-from bot.policy import PolicyDecision, TouchPolicy, TouchRequest, Verdict
+from bot.policy import PolicyDecision, Rules, TouchPolicy, TouchRequest, Verdict
 from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.db import Database
 from storage.models import Contact, Enrolment, Touch
 
 log = logging.getLogger(__name__)
+
+HISTORY = timedelta(days=32)  # enough for the rolling week and the calendar month
+MANUAL_PRIORITY = 100         # a guide asked for it by hand
 
 
 class LostClaim(Exception):
@@ -61,7 +64,8 @@ class Scheduler:
         self.clock = clock
         self.runner = runner
         self.worker_id = worker_id
-        self.policy = TouchPolicy(settings.policy.quiet)
+        self.policy = TouchPolicy()
+        self._rules: dict[str, Rules] = {}
         self.lease = timedelta(seconds=settings.scheduler.lease_seconds)
 
     async def run_due(self) -> list[TouchOutcome]:
@@ -113,9 +117,7 @@ class Scheduler:
                 await self._after(session, touch, contact, enrolment, journey, step, now)
                 return outcome
 
-        decision = self.policy.decide(TouchRequest(
-            now=now, zone=customer_zone(contact, self.settings.policy.timezone), opted_out=contact.opted_out,
-            churned=contact.churned, reply=step.reply, window=step.window))
+        decision = self.policy.decide(await self._request(session, touch, contact, journey, step, now))
         if decision.verdict is Verdict.DEFER:
             return await self._defer(session, touch, decision, now)
         if decision.verdict is Verdict.DROP:
@@ -124,6 +126,34 @@ class Scheduler:
                 await self.runner.exit(session, contact, decision.reason, now, self.library.journeys)
             return outcome
         return await self._send(session, touch, contact, enrolment, journey, step, decision, now)
+
+    def rules_for(self, journey_id: str) -> Rules:
+        if journey_id not in self._rules:
+            self._rules[journey_id] = Rules.from_settings(self.settings.policy, journey_id)
+        return self._rules[journey_id]
+
+    def priority_of(self, journey_id: str, triggered_by: str | None) -> int:
+        if triggered_by is not None:
+            return MANUAL_PRIORITY
+        journey = self.library.journeys.get(journey_id)
+        return journey.priority if journey else 0
+
+    async def _request(self, session: AsyncSession, touch: Touch, contact: Contact, journey: Journey, step: Step,
+                       now: datetime) -> TouchRequest:
+        """Load what the policy needs: recent sends, competing touches, the customer's last message."""
+        if step.reply:
+            sent: list[datetime] = []
+            competing = None
+        else:
+            sent = await repo.proactive_sends_since(session, contact.id, now - HISTORY)
+            rivals = await repo.competing_touches(session, contact.id, touch.id, now)
+            competing = max((self.priority_of(j, by) for j, by in rivals), default=None)
+        return TouchRequest(
+            now=now, zone=customer_zone(contact, self.settings.policy.timezone), rules=self.rules_for(journey.id),
+            opted_out=contact.opted_out, churned=contact.churned, reply=step.reply, window=step.window,
+            priority=self.priority_of(journey.id, touch.triggered_by), competing_priority=competing,
+            triggered_by=touch.triggered_by, first_due_at=touch.first_due_at, expire=journey.expire_of(step),
+            last_inbound_at=contact.last_inbound_at, sent=sent)
 
     async def _send(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                     journey: Journey, step: Step, decision: PolicyDecision, now: datetime) -> TouchOutcome:

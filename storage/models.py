@@ -134,6 +134,7 @@ class Touch(Base):
     step_id: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(255))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # before any deferral; for `expire`
     # pending → claimed → sent | skipped | dropped | cancelled; a deferral puts it back to pending
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -194,6 +195,11 @@ class Message(Base):
     sender_id: Mapped[str] = mapped_column(String(128))
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
     text: Mapped[str] = mapped_column(Text)
+    # what the platform should do: say (default) | delete | mute | remove; moderation targets a member
+    action: Mapped[str] = mapped_column(String(16), default="say", server_default="say")
+    target_id: Mapped[str | None] = mapped_column(String(128))
+    target_ref: Mapped[str | None] = mapped_column(String(191))
+    until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"))
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     intent: Mapped[str | None] = mapped_column(String(64))
@@ -203,3 +209,22 @@ class Message(Base):
     delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivery_error: Mapped[str | None] = mapped_column(Text)  # set when delivery was given up
+
+
+class GuardEvent(Base):
+    """One decision of the group guard: which rule, which strike, what it did, and why."""
+
+    __tablename__ = "guard_events"
+    __table_args__ = (Index("ix_guard_events_member", "channel", "group_id", "member_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    group_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[str] = mapped_column(String(128))
+    message_ref: Mapped[str | None] = mapped_column(String(191))
+    rule: Mapped[str] = mapped_column(String(32))
+    strike: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -107,6 +107,7 @@ async def schedule_touch(session: AsyncSession, **values: Any) -> bool:
     """Put a touch in the outbox; the idempotency key makes a second scheduling a no-op."""
     values.setdefault("status", "pending")
     values.setdefault("attempts", 0)
+    values.setdefault("first_due_at", values.get("due_at"))
     return await insert_ignore(session, Touch, values)
 
 
@@ -170,6 +171,22 @@ def log_decision(session: AsyncSession, touch: Touch, decision: str, reason: str
 async def recent_decisions(session: AsyncSession, contact_id: int, limit: int = 20) -> Sequence[TouchLog]:
     return (await session.scalars(select(TouchLog).where(TouchLog.contact_id == contact_id)
                                   .order_by(TouchLog.at.desc(), TouchLog.id.desc()).limit(limit))).all()
+
+
+async def proactive_sends_since(session: AsyncSession, contact_id: int, since: datetime) -> list[datetime]:
+    """When proactive touches were sent to this customer since `since` (what the caps count)."""
+    return list((await session.scalars(select(TouchLog.at).where(
+        TouchLog.contact_id == contact_id, TouchLog.decision == "sent", TouchLog.proactive.is_(True),
+        TouchLog.at >= since))).all())
+
+
+async def competing_touches(session: AsyncSession, contact_id: int, except_id: int,
+                            now: datetime) -> list[tuple[str, str | None]]:
+    """(journey_id, triggered_by) of the customer's other touches due now."""
+    rows = await session.execute(select(Touch.journey_id, Touch.triggered_by).where(
+        Touch.contact_id == contact_id, Touch.id != except_id, Touch.status.in_(ACTIVE_TOUCH),
+        Touch.due_at <= now))
+    return [(j, t) for j, t in rows.all()]
 
 
 async def enrolment_touches(session: AsyncSession, enrolment_id: int) -> Sequence[Touch]:

@@ -20,7 +20,7 @@ async def test_engaged_customer_35_days(harness: Harness) -> None:
         "d0 10:15 林小姐您好～我是山茶集的专属护肤顾问小美 🌸",
         "d0 10:25 你好～我是您的专属顾问，有任何护肤或订单问题都可以直接问我哦。",
         "d1 10:15 林小姐，昨天加上您很开心～",
-        "d1 14:15 林小姐，我们有个小而精的会员群「山茶集·护肤研究所」，",
+        "d2 10:00 林小姐，我们有个小而精的会员群「山茶集·护肤研究所」，",  # the next day: 20 h gap after day-1 care
         "d2 13:25 全国满 99 元包邮（港澳台及偏远地区除外），不满 99 元运费 8 元。",
         harness.transcript("lin")[5],  # day 3 gift: variant A or B, checked below
         "d3 16:25 收到～见面礼已为您登记，请把收货人、电话和地址发给我，我们 48 小时内寄出 🎁",
