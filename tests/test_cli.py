@@ -63,3 +63,24 @@ def test_simulate_text_shows_transcripts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "(engaged)" in result.stdout and "(silent)" in result.stdout
     assert "new_customer.day30_interest" in result.stdout
+
+
+def test_simulated_customers_never_exceed_the_caps(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta
+
+    result = siyu("simulate", "--days", "35", "--customers", "20", "--seed", "3", "--json", db=tmp_path / "u.db")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    proactive: dict[int, list[datetime]] = {}
+    for r in rows:
+        if r["kind"] == "sent" and r["journey"] and r["reason"] != "reply":
+            proactive.setdefault(r["customer"], []).append((datetime.fromisoformat(r["t"]), r["journey"]))
+    assert proactive
+    for sends in proactive.values():
+        times = [t for t, _ in sends]
+        days = [t.date() for t in times]
+        assert len(days) == len(set(days)), "at most one proactive touch a day"
+        for (a, _), (b, journey) in zip(sends, sends[1:]):  # config.yaml: occasions may follow after 4 h
+            assert b - a >= timedelta(hours=4 if journey == "occasions" else 20)
+        assert all(sum(1 for u in times if t - timedelta(days=7) < u <= t) <= 4 for t in times)
+    reasons = {r["reason"].split(" ")[0] for r in rows if r["kind"] in ("deferred", "dropped") and r["reason"]}
+    assert {"min_gap", "condition_false"} <= reasons

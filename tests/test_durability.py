@@ -125,3 +125,40 @@ async def test_two_workers_on_postgres_never_send_a_touch_twice(postgres_url: st
 
 def a_event(h: Harness, customer: str) -> Event:
     return Event(EventKind.CONTACT_ADDED, "test", customer, h.clock.now(), profile=Profile(name=customer))
+
+
+async def test_outbound_rate_limit_delays_but_never_drops(db_url: str, start) -> None:  # type: ignore[no-untyped-def]
+    h = await Harness.create(db_url, start, ROOT / "scripts", delivery={"test": {"per_second": 0.5, "burst": 2}})
+    try:
+        for i in range(5):
+            await h.app.engine.handle(a_event(h, f"rl{i}"))
+        await h.app.tick()
+        assert len(h.transport.delivered) == 2  # the burst
+        await h.run_for(timedelta(seconds=2.5))
+        assert len(h.transport.delivered) == 3  # one more token after 2 s
+        for _ in range(3):
+            await h.run_for(timedelta(seconds=2.5))
+        assert len(h.transport.delivered) == 5
+        assert sorted(d.chat_id for d in h.transport.delivered) == [f"rl{i}" for i in range(5)]
+    finally:
+        await h.close()
+
+
+async def test_platform_rate_limit_pauses_the_whole_channel(harness: Harness,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_deliver = harness.transport.deliver
+
+    async def throttled_once(action: Action) -> None:
+        calls.append(action.address.chat_id)
+        if len(calls) == 1:
+            raise DeliveryError("45009: api freq out of limit", retry_after=60)
+        await real_deliver(action)
+
+    monkeypatch.setattr(harness.transport, "deliver", throttled_once)
+    for i in range(3):
+        await harness.app.engine.handle(a_event(harness, f"t{i}"))
+    await harness.app.tick()
+    assert calls == ["t0"]  # the others wait for the platform's back-off too
+    await harness.run_for(timedelta(seconds=61))
+    assert sorted(d.chat_id for d in harness.transport.delivered) == ["t0", "t1", "t2"]

@@ -5,6 +5,8 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from storage import repo
+
 from storage.models import Contact, Enrolment, Message, Touch
 from tests.conftest import SHANGHAI
 from tests.harness import Harness
@@ -119,3 +121,43 @@ async def test_redelivered_message_has_one_effect(harness: Harness) -> None:
     async with harness.app.db.session() as session:
         contact = await session.scalar(select(Contact).where(Contact.external_id == "dup"))
     assert contact.replies == 1
+
+
+async def test_festival_and_journey_compete_for_one_budget(harness: Harness) -> None:
+    """双11 falls on the day the day-7 nudge is due: the higher-priority journey goes first."""
+    from tests.conftest import ROOT
+
+    late = datetime(2026, 11, 4, 10, 15, tzinfo=SHANGHAI)
+    h = await Harness.create(harness.app.settings.database_url, late, ROOT / "scripts")
+    try:
+        await h.customer_adds_guide("shop", "剁手党")
+        await h.run_until(datetime(2026, 11, 13, tzinfo=SHANGHAI))
+        async with h.app.db.session() as session:
+            contact = await repo.find_contact(session, "shop")
+            decisions = list(reversed(await repo.recent_decisions(session, contact.id, 50)))
+        sent = [(d.at.astimezone(SHANGHAI).strftime("%m-%d %H:%M"), f"{d.journey_id}.{d.step_id}")
+                for d in decisions if d.decision == "sent"]
+        assert sent == [
+            ("11-04 10:15", "new_customer.greeting"),
+            ("11-05 10:15", "new_customer.day1_care"),
+            ("11-07 10:15", "new_customer.day3_followup"),
+            ("11-11 10:15", "new_customer.day7_followup"),
+        ]
+        festival = [d for d in decisions if d.step_id == "festival"]
+        assert [d.reason for d in festival][:2] == ["cap_day", "expired"]
+    finally:
+        await h.close()
+
+
+async def test_why_lists_decisions_newest_first(harness: Harness) -> None:
+    await harness.customer_adds_guide("w", "问原因")
+    await harness.run_for(timedelta(days=1, hours=5))
+    async with harness.app.db.session() as session:
+        contact = await repo.find_contact(session, "w")
+        rows = await repo.recent_decisions(session, contact.id)
+    from bot.commands import format_decisions
+    lines = format_decisions(contact, rows).splitlines()
+    assert lines[0] == "问原因（#1）最近的触达决策："
+    assert "new_customer.group_invite  skipped  condition_false" in lines[1]
+    assert "new_customer.day1_care  sent  ok" in lines[2]
+    assert "new_customer.greeting  sent  reply" in lines[3]
