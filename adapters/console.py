@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bot.clock import Clock
-from bot.events import Action, ChatType, Event, EventKind, Profile, Role
+from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 
 CHANNEL = "console"
 BANNER = """siyu console — 你现在是顾客「{customer}」。直接输入消息聊天。
@@ -34,6 +34,8 @@ class ConsoleChat:
         self.persona = "customer"
 
     async def deliver(self, action: Action) -> None:
+        if action.kind is not ActionKind.SAY:
+            return  # the console has no groups to moderate
         who = "导购" if action.address.chat_id == self.guide_id else "顾客"
         for line in action.text.splitlines() or [""]:
             print(f"  siyu → {who}: {line}", file=self.out, flush=True)

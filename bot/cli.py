@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from bot.app import App, chat_in_console, serve
 from bot.commands import StaffActor, format_decisions
 from bot.config import Settings, load_settings
+from bot.guard import LabelledMessage, evaluate_guard
 from bot.problems import Problem, ScriptError
 from bot.library import ScriptLibrary
 from bot.simulate import Simulation, write_transcripts
@@ -152,6 +154,67 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    if args.action == "log":
+        async def work(app: App) -> int:
+            async with app.db.session() as session:
+                events = await repo.guard_events(session, args.limit)
+            if not events:
+                print("no guard actions yet")
+            for e in events:
+                print(f"{e.at:%Y-%m-%d %H:%M}Z  {e.channel}:{e.group_id}  {e.member_id}  strike {e.strike} → "
+                      f"{e.action}  [{e.rule}] {e.reason}  «{e.excerpt[:40]}»")
+            return 0
+
+        return _with_app(args, work)
+    if not args.file:
+        print("usage: siyu guard eval FILE.jsonl [--json]", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    library = ScriptLibrary(Path(args.scripts), settings.brand)
+    problems = library.reload()
+    if problems:
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        return 1
+    try:
+        messages = load_labelled(Path(args.file))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    report = evaluate_guard(library.guard, messages)
+    if args.json:
+        print(json.dumps({"precision": round(report.precision, 4), "recall": round(report.recall, 4),
+                          "flagged": report.flagged, "total": report.total}))
+        return 0
+    print(f"precision {report.precision:.3f}  recall {report.recall:.3f}  flagged {report.flagged}/{report.total}")
+    print(f"false positives ({len(report.false_positives)}):")
+    for text, why in report.false_positives:
+        print(f"  ✗ {text}  ← {why}")
+    print(f"missed spam ({len(report.missed)}):")
+    for text in report.missed:
+        print(f"  · {text}")
+    return 0
+
+
+def load_labelled(path: Path) -> list[LabelledMessage]:
+    """`{"text", "spam", optional "member", "group", "t", "type"}` per line."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            when = datetime.fromisoformat(row["t"]) if row.get("t") else None
+            if when is not None and when.tzinfo is None:
+                raise ValueError("t needs a UTC offset")
+            rows.append(LabelledMessage(str(row["text"]), bool(row["spam"]), row.get("member"), row.get("group"),
+                                        when, str(row.get("type", "text"))))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: {exc} — expected {{\"text\": ..., \"spam\": true|false}}") from None
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="config.yaml", help="settings file (default ./config.yaml)")
@@ -183,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("customer")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_why)
+
+    p = sub.add_parser("guard", parents=[common], help="group guard: its log, or its precision on labelled data")
+    p.add_argument("action", choices=["log", "eval"])
+    p.add_argument("file", nargs="?", help="for eval: JSONL of {text, spam[, member, group, t]}")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_guard)
 
     p = sub.add_parser("simulate", parents=[common], help="run journeys on a virtual clock")
     p.add_argument("--days", type=int, default=35)

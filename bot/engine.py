@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.enrolment import JourneyRunner
 from bot.events import ChatType, Event, EventKind, Role
 from bot.library import ScriptLibrary
+from bot.moderation import GroupModerator
 from intents.cascade import Thresholds, Understanding
 from intents.normalize import normalize
 from storage import repo
@@ -32,6 +33,7 @@ class Engine:
         self.settings = settings
         self.runner = runner
         self.commands = GuideCommands(library, runner, self.exit_journeys)
+        self.moderator = GroupModerator()
         self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
         self._opt_out_words = {normalize(w) for w in settings.policy.opt_out_words}
         self._understanding: Understanding | None = None
@@ -199,17 +201,19 @@ class Engine:
         assert event.chat_id is not None
         group = await repo.group_by_identity(session, event.channel, event.chat_id, event.at)
         contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
-        await repo.set_membership(session, group, event.sender_id, contact.id if contact else None, "customer",
-                                  event.at, present=True)
-        self._store_inbound(session, event, contact.id if contact else None, "customer")
+        contact_id = contact.id if contact else None
+        await repo.set_membership(session, group, event.sender_id, contact_id, "customer", event.at, present=True)
+        name = contact.name if contact else event.profile.name or event.sender_id
+        punished = await self.moderator.review(session, self.library.guard, event, group, name)
+        self._store_inbound(session, event, contact_id, "customer")
+        if punished:
+            return
         decision = await self.understanding.decide(event.text)
-        if decision.intent is not None and (event.mentions_bot or decision.confidence >= 0.95):
-            intent = self.library.catalog.get(decision.intent)
-            if intent is not None:
-                self._reply(session, event, intent.answer, contact.id if contact else None, intent=intent.id)
+        intent = self.library.catalog.get(decision.intent) if decision.intent else None
+        if intent is not None and (event.mentions_bot or (intent.in_groups and decision.confidence >= 0.95)):
+            self._reply(session, event, intent.answer, contact_id, intent=intent.id)
         elif event.mentions_bot:
-            self._reply(session, event, self.library.catalog.handoff_reply, contact.id if contact else None,
-                        handoff=True)
+            self._reply(session, event, self.library.catalog.handoff_reply, contact_id, handoff=True)
 
     async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff | None) -> None:
         self._store_inbound(session, event, None, "staff")

@@ -68,6 +68,7 @@ class Event:
     mentions_bot: bool = False
     profile: Profile = field(default_factory=Profile)
     tag: str | None = None
+    content_type: str = "text"  # text | image | qr_code | mini_program | business_card | link …
 
 
 class ActionKind(StrEnum):

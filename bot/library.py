@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bot.guard import GuardRules, parse_guard
 from bot.journey import Journey, parse_journey
 from bot.problems import Problem
 from bot.templates import TemplateProblem, render
@@ -27,6 +28,7 @@ class _Loaded:
     mtime: float
     journey: Journey | None = None
     catalog: Catalog | None = None
+    guard: GuardRules | None = None
 
 
 @dataclass
@@ -48,6 +50,11 @@ class ScriptLibrary:
         loaded = self._files.get(self.root / "faq.yaml")
         return loaded.catalog if loaded and loaded.catalog else Catalog(())
 
+    @property
+    def guard(self) -> GuardRules:
+        loaded = self._files.get(self.root / "guard.yaml")
+        return loaded.guard if loaded and loaded.guard else GuardRules()
+
     def _display(self, path: Path) -> str:
         try:
             return str(path.relative_to(Path.cwd()))
@@ -56,8 +63,8 @@ class ScriptLibrary:
 
     def _sources(self) -> list[Path]:
         journeys = sorted((self.root / "journeys").glob("*.yaml")) + sorted((self.root / "journeys").glob("*.yml"))
-        faq = self.root / "faq.yaml"
-        return journeys + ([faq] if faq.exists() else [])
+        singles = [self.root / name for name in ("faq.yaml", "guard.yaml")]
+        return journeys + [path for path in singles if path.exists()]
 
     def reload(self, force: bool = False) -> list[Problem]:
         """Re-read changed files. Returns the problems of this pass; good files replace old ones."""
@@ -94,6 +101,9 @@ class ScriptLibrary:
             return None, problems
         if path.name == "faq.yaml":
             return self._load_faq(doc, mtime)
+        if path.name == "guard.yaml":
+            guard, problems = parse_guard(doc)
+            return (_Loaded(mtime, guard=guard), []) if guard else (None, problems)
         journey, problems = parse_journey(doc)
         if journey is not None:
             problems = self._render_samples(journey, doc)

@@ -18,6 +18,7 @@ class FaqIntent:
     examples: tuple[str, ...]
     answer: str
     description: str = ""
+    in_groups: bool = True  # small talk is for 1v1; in a group it is noise
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,12 @@ def catalog_from_data(data: Any) -> Catalog:
         if not isinstance(answer, str) or not answer.strip():
             issues.append((key + ("answer",), f"intent '{intent_id}' needs an 'answer'"))
             continue
+        in_groups = raw.get("in_groups", True)
+        if not isinstance(in_groups, bool):
+            issues.append((key + ("in_groups",), f"intent '{intent_id}' in_groups must be true or false"))
+            continue
         intents.append(FaqIntent(intent_id, tuple(e.strip() for e in examples), answer.strip(),
-                                 str(raw.get("description", "")).strip()))
+                                 str(raw.get("description", "")).strip(), in_groups))
     if issues:
         raise CatalogError(issues)
     handoff = data.get("handoff_reply")

@@ -124,7 +124,7 @@ class Touch(Base):
     __table_args__ = (
         UniqueConstraint("idempotency_key", name="uq_touches_idempotency_key"),
         Index("ix_touches_due", "status", "due_at"),
-        Index("ix_touches_contact", "contact_id", "status"),
+        Index("ix_touches_contact", "contact_id", "status", "due_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -13,6 +13,7 @@ from storage.models import (
     Contact,
     Enrolment,
     Group,
+    GuardEvent,
     Membership,
     Message,
     ProcessedInbound,
@@ -232,3 +233,28 @@ async def conversation(session: AsyncSession, channel: str, chat_type: str, chat
                                                         Message.chat_id == chat_id)
                                   .order_by(Message.id.desc()).limit(limit))).all()
     return list(reversed(rows))
+
+
+async def recent_group_messages(session: AsyncSession, channel: str, since: datetime,
+                                limit: int = 500) -> Sequence[Message]:
+    """Inbound group messages on a channel since `since`, newest first (for flood and repeat rules)."""
+    return (await session.scalars(select(Message).where(
+        Message.channel == channel, Message.chat_type == "group", Message.direction == "in",
+        Message.created_at > since).order_by(Message.id.desc()).limit(limit))).all()
+
+
+async def strikes_since(session: AsyncSession, channel: str, group_id: str, member_id: str,
+                        since: datetime) -> int:
+    return int(await session.scalar(select(func.count()).select_from(GuardEvent).where(
+        GuardEvent.channel == channel, GuardEvent.group_id == group_id, GuardEvent.member_id == member_id,
+        GuardEvent.at > since)) or 0)
+
+
+async def membership_of(session: AsyncSession, group: Group, member_id: str) -> Membership | None:
+    return await session.scalar(select(Membership).where(Membership.group_id == group.id,
+                                                         Membership.member_id == member_id))
+
+
+async def guard_events(session: AsyncSession, limit: int = 50) -> Sequence[GuardEvent]:
+    return (await session.scalars(select(GuardEvent).order_by(GuardEvent.at.desc(), GuardEvent.id.desc())
+                                  .limit(limit))).all()

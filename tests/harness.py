@@ -28,6 +28,8 @@ class Delivered:
     chat_id: str
     text: str
     ref: str
+    kind: str = "say"
+    target: str | None = None
 
 
 @dataclass
@@ -38,7 +40,8 @@ class RecordingTransport:
     delivered: list[Delivered] = field(default_factory=list)
 
     async def deliver(self, action: Action) -> None:
-        self.delivered.append(Delivered(action.at, action.address.chat_id, action.text, action.ref))
+        self.delivered.append(Delivered(action.at, action.address.chat_id, action.text, action.ref,
+                                        action.kind.value, action.target_id))
 
 
 class Harness:
@@ -90,10 +93,16 @@ class Harness:
                                            text=text, message_id=f"g{next(self._ids)}", sender_role=Role.STAFF))
         await self.app.tick()
 
-    async def member_says_in_group(self, member: str, group: str, text: str, mention: bool = False) -> None:
+    async def member_says_in_group(self, member: str, group: str, text: str, mention: bool = False,
+                                   content_type: str = "text", role: Role = Role.CUSTOMER) -> None:
         await self.app.engine.handle(Event(EventKind.MESSAGE, CHANNEL, member, self.clock.now(), ChatType.GROUP,
                                            group, text=text, message_id=f"gm{next(self._ids)}",
-                                           mentions_bot=mention))
+                                           mentions_bot=mention, content_type=content_type, sender_role=role))
+        await self.app.tick()
+
+    async def member_joins_group(self, member: str, group: str) -> None:
+        await self.app.engine.handle(Event(EventKind.JOINED_GROUP, CHANNEL, member, self.clock.now(),
+                                           ChatType.GROUP, group))
         await self.app.tick()
 
     async def run_for(self, delta: timedelta) -> None:
@@ -117,14 +126,19 @@ class Harness:
         """What the customer saw: `d<day> HH:MM text` in Shanghai time, first line of each message."""
         lines = []
         for d in self.transport.delivered:
-            if d.chat_id == chat_id:
+            if d.chat_id == chat_id and d.kind == "say":
                 local = d.at.astimezone(SHANGHAI)
                 day = (local.date() - self.start.date()).days
                 lines.append(f"d{day} {local:%H:%M} {d.text.splitlines()[0]}")
         return lines
 
     def texts(self, chat_id: str) -> list[str]:
-        return [d.text for d in self.transport.delivered if d.chat_id == chat_id]
+        return [d.text for d in self.transport.delivered if d.chat_id == chat_id and d.kind == "say"]
+
+    def group_log(self, group: str) -> list[str]:
+        """What the group saw the bot do: `say: …`, `delete → member`, `mute → member`, …"""
+        return [f"{d.kind}: {d.text}" if d.kind == "say" else f"{d.kind} → {d.target}"
+                for d in self.transport.delivered if d.chat_id == group]
 
     async def steps_sent(self, customer: str) -> list[str]:
         """`journey.step` of every touch sent to the customer, in order."""

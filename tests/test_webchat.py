@@ -122,3 +122,17 @@ async def test_group_members_see_each_other_and_the_bot_answers_mentions(client:
     assert frame["text"].startswith("工作日 16:00 前下单当天发货")
     await a.close()
     await b.close()
+
+
+async def test_group_spam_is_deleted_and_the_spammer_warned(client: TestClient) -> None:
+    a = await client.ws_connect("/ws")
+    await a.send_json({"type": "join", "role": "member", "name": "安分"})
+    await next_of(a, "joined")
+    spammer = await client.ws_connect("/ws")
+    await spammer.send_json({"type": "join", "role": "member", "name": "卖包"})
+    await next_of(spammer, "joined")
+    await spammer.send_json({"type": "say", "id": "s1", "text": "高仿大牌包包 一手货源"})
+    assert (await next_of(a, "message"))["text"] == "高仿大牌包包 一手货源"
+    assert (await next_of(a, "deleted"))["id"] == "in:s1"
+    await a.close()
+    await spammer.close()

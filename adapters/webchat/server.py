@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 
 from bot.clock import Clock
-from bot.events import Action, ChatType, Event, EventKind, Profile, Role
+from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -47,6 +47,10 @@ class WebChat:
         self.clock = clock
         self.demo_group = demo_group
         self._sockets: dict[tuple[ChatType, str], set[web.WebSocketResponse]] = defaultdict(set)
+        self._who: dict[web.WebSocketResponse, str] = {}
+        # this page is the platform for the demo group, so it enforces what the guard decides
+        self._muted_until: dict[tuple[str, str], datetime] = {}
+        self._removed: set[tuple[str, str]] = set()
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
@@ -56,11 +60,27 @@ class WebChat:
         return web.FileResponse(STATIC / "index.html")
 
     async def deliver(self, action: Action) -> None:
-        frame = {"type": "message", "id": action.ref, "from": "bot", "text": action.text,
-                 "at": action.at.isoformat()}
-        for ws in list(self._sockets.get((action.address.chat_type, action.address.chat_id), ())):
+        key = (action.address.chat_type, action.address.chat_id)
+        if action.kind is ActionKind.SAY:
+            await self._broadcast(key, {"type": "message", "id": action.ref, "from": "bot", "text": action.text,
+                                        "at": action.at.isoformat()})
+            return  # history on reconnect covers sockets that miss this
+        member = action.target_id or ""
+        if action.kind is ActionKind.DELETE:
+            await self._broadcast(key, {"type": "deleted", "id": f"in:{action.target_ref}"})
+        elif action.kind is ActionKind.MUTE and action.until is not None:
+            self._muted_until[(action.address.chat_id, member)] = action.until
+            await self._broadcast(key, {"type": "system", "text": action.text})
+        elif action.kind is ActionKind.REMOVE:
+            self._removed.add((action.address.chat_id, member))
+            await self._broadcast(key, {"type": "system", "text": action.text})
+            for ws in [w for w in self._sockets.get(key, ()) if self._who.get(w) == member]:
+                await ws.close()
+
+    async def _broadcast(self, key: tuple[ChatType, str], frame: dict[str, object]) -> None:
+        for ws in list(self._sockets.get(key, ())):
             if not ws.closed:
-                await ws.send_json(frame)  # history on reconnect covers sockets that miss this
+                await ws.send_json(frame)
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30)
@@ -85,6 +105,7 @@ class WebChat:
                     if key is not None:
                         self._sockets[key].discard(ws)
                     key, identity, role, event = joined
+                    self._who[ws] = identity
                     # register first, then history, then the event: its replies arrive live, after history
                     self._sockets[key].add(ws)
                     await self._send_history(ws, key, str(frame.get("role") or "customer"), identity)
@@ -97,6 +118,7 @@ class WebChat:
         finally:
             if key is not None:
                 self._sockets[key].discard(ws)
+            self._who.pop(ws, None)
         return ws
 
     async def _join(self, ws: web.WebSocketResponse, frame: dict[str, object]
@@ -114,6 +136,9 @@ class WebChat:
                 return None
             return (ChatType.DIRECT, name), name, Role.STAFF, None
         if wanted == "member":
+            if (self.demo_group, name) in self._removed:
+                await ws.send_json({"type": "error", "text": "you were removed from this group"})
+                return None
             return (ChatType.GROUP, self.demo_group), name, Role.CUSTOMER, Event(
                 EventKind.JOINED_GROUP, CHANNEL, name, now, ChatType.GROUP, self.demo_group,
                 profile=Profile(name=name))
@@ -134,11 +159,11 @@ class WebChat:
         now = self.clock.now()
         chat_type, chat_id = key
         if chat_type is ChatType.GROUP:
-            echo = {"type": "message", "id": f"in:{message_id}", "from": identity, "text": text,
-                    "at": now.isoformat()}
-            for ws in list(self._sockets.get(key, ())):
-                if not ws.closed:
-                    await ws.send_json(echo)
+            muted = self._muted_until.get((chat_id, identity))
+            if muted is not None and muted > now:
+                return  # the platform swallows a muted member's messages
+            await self._broadcast(key, {"type": "message", "id": f"in:{message_id}", "from": identity,
+                                        "text": text, "at": now.isoformat()})
         mentions = "@bot" in text or "@机器人" in text or bool(frame.get("mention"))
         await self.handle(Event(EventKind.MESSAGE, CHANNEL, identity, now, chat_type,
                                 chat_id if chat_type is ChatType.GROUP else None, text=text,

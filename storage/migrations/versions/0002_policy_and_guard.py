@@ -44,6 +44,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table('touches', schema=None) as batch_op:
         batch_op.add_column(sa.Column('first_due_at', storage.types.UTCDateTime(timezone=True), nullable=True))
+        # the policy asks "this customer's due touches": lead with the customer, not the status
+        batch_op.drop_index('ix_touches_contact')
+        batch_op.create_index('ix_touches_contact', ['contact_id', 'status', 'due_at'], unique=False)
 
     
 
@@ -51,6 +54,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     
     with op.batch_alter_table('touches', schema=None) as batch_op:
+        batch_op.drop_index('ix_touches_contact')
+        batch_op.create_index('ix_touches_contact', ['contact_id', 'status'], unique=False)
         batch_op.drop_column('first_due_at')
 
     with op.batch_alter_table('messages', schema=None) as batch_op:
