@@ -60,6 +60,7 @@ class App:
         problems = await asyncio.to_thread(self.library.reload)
         for problem in problems:
             log.error("%s", problem)
+        await self.engine.refresh_understanding()
         await self.engine.sync_staff()
         return problems
 
@@ -87,6 +88,7 @@ class App:
             if loop.time() >= next_reload:
                 for problem in await asyncio.to_thread(self.library.reload):
                     log.error("%s (still running the last good version)", problem)
+                await self.engine.refresh_understanding()
                 next_reload = loop.time() + reload_every
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.engine.work_ready.wait(), self.settings.scheduler.poll_seconds)

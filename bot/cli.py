@@ -13,7 +13,10 @@ from pathlib import Path
 from bot.app import App, chat_in_console, serve
 from bot.commands import StaffActor, format_decisions
 from bot.config import Settings, load_settings
+from bot.engine import build_understanding
 from bot.guard import LabelledMessage, evaluate_guard
+from intents.catalog import catalog_from_jsonl
+from intents.evaluate import evaluate, load_queries, score_all, tune
 from bot.problems import Problem, ScriptError
 from bot.library import ScriptLibrary
 from bot.simulate import Simulation, write_transcripts
@@ -215,6 +218,44 @@ def load_labelled(path: Path) -> list[LabelledMessage]:
     return rows
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        catalog = catalog_from_jsonl(Path(args.catalog))
+        queries = load_queries(Path(args.queries))
+        dev = load_queries(Path(args.tune_on)) if args.tune_on else None
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    understanding = build_understanding(catalog, settings)
+    thresholds = understanding.thresholds
+    out = sys.stderr if args.json else sys.stdout
+    if dev is not None:
+        thresholds = tune(score_all(understanding, dev), thresholds)
+        print("# thresholds chosen on " f"{args.tune_on} (max correct with wrong ≤ 0.05); paste into config.yaml:",
+              file=out)
+        semantic = understanding.semantic.name if understanding.semantic else "none"
+        print(f"faq:\n  semantic: {semantic}\n  fuzzy_answer: {thresholds.fuzzy_answer:.4g}\n"
+              f"  semantic_answer: {thresholds.semantic_answer:.4g}", file=out)
+    result = asyncio.run(evaluate(understanding, score_all(understanding, queries), thresholds))
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False))
+        return 0
+    tiers = "fuzzy" + (f" + {understanding.semantic.name}" if understanding.semantic else "") + (
+        " + llm" if understanding.llm else "")
+    print(f"tiers: {tiers}; {len(queries)} queries")
+    for key in ("correct", "wrong", "handoff", "accuracy", "oos_precision", "oos_recall"):
+        print(f"  {key:<14}{getattr(result, key):.3f}")
+    print(f"  {'p50_ms':<14}{result.p50_ms:.2f}\n  {'p99_ms':<14}{result.p99_ms:.2f}")
+    if understanding.llm:
+        print(f"  llm calls     {understanding.llm.calls} ({understanding.llm.failures} failed)")
+    if result.confusions:
+        print("worst confusions:")
+        for row in result.confusions:
+            print(f"  {row['count']}× expected {row['expected']} → answered {row['answered']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="config.yaml", help="settings file (default ./config.yaml)")
@@ -253,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_guard)
+
+    p = sub.add_parser("eval", parents=[common], help="measure the FAQ cascade on labelled queries")
+    p.add_argument("--catalog", required=True, help='JSONL: {"intent", "examples", "answer"}')
+    p.add_argument("--queries", required=True, help='JSONL: {"text", "intent" or null}')
+    p.add_argument("--tune-on", default=None, help="choose thresholds on this labelled file first")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("simulate", parents=[common], help="run journeys on a virtual clock")
     p.add_argument("--days", type=int, default=35)

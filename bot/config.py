@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -111,7 +111,24 @@ class StaffMember(_Strict):
 
 
 class FaqSettings(_Strict):
-    answer_threshold: float = Field(80.0, ge=0, le=100)
+    """The understanding cascade; thresholds are 0–1 scores (choose them with `siyu eval --tune-on`)."""
+
+    semantic: Literal["auto", "embeddings", "tfidf", "none"] = "auto"
+    fuzzy_answer: float = Field(0.9, ge=0, le=1.01)
+    semantic_answer: float = Field(0.9, ge=0, le=1.01)
+    llm_floor: float = Field(0.8, ge=0, le=1)
+    llm_accept: float = Field(0.7, ge=0, le=1)
+    group_answer: float = Field(0.95, ge=0, le=1.01)  # unprompted answers in groups need this much
+    staff_quiet_seconds: int = Field(120, ge=0)       # a staff member answered recently: the bot stays out
+
+
+class LlmSettings(_Strict):
+    """Any OpenAI-compatible endpoint; off while base_url is empty. The key comes from an env var."""
+
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    api_key_env: str = "SIYU_LLM_API_KEY"
+    timeout_seconds: float = Field(3.0, gt=0)
 
 
 class WebchatSettings(_Strict):
@@ -145,6 +162,7 @@ class Settings(_Strict):
     staff: tuple[StaffMember, ...] = ()
     default_guide: str | None = None
     faq: FaqSettings = FaqSettings()
+    llm: LlmSettings = LlmSettings()
     adapters: AdapterSettings = AdapterSettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     delivery: dict[str, DeliveryRate] = Field(default_factory=dict)  # per channel; default 20/s
@@ -179,6 +197,9 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
         data = dict(doc.data or {})
     if env.get("SIYU_DATABASE_URL"):
         data["database_url"] = env["SIYU_DATABASE_URL"]
+    for variable, key in (("SIYU_LLM_BASE_URL", "base_url"), ("SIYU_LLM_MODEL", "model")):
+        if env.get(variable):
+            data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

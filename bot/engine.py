@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,8 @@ from bot.events import ChatType, Event, EventKind, Role
 from bot.library import ScriptLibrary
 from bot.moderation import GroupModerator
 from intents.cascade import Thresholds, Understanding
+from intents.catalog import Catalog
+from intents.llm import LlmClassifier
 from intents.normalize import normalize
 from storage import repo
 from storage.db import Database
@@ -22,6 +25,17 @@ from storage.models import Contact, Staff
 log = logging.getLogger(__name__)
 
 OPT_OUT_CONFIRMATION = "已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。"
+
+
+def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
+    """The FAQ cascade as configured; the LLM tier only when a base_url is set."""
+    faq, llm_settings = settings.faq, settings.llm
+    llm = None
+    if llm_settings.base_url:
+        llm = LlmClassifier(catalog, llm_settings.base_url, llm_settings.model,
+                            os.environ.get(llm_settings.api_key_env, ""), llm_settings.timeout_seconds)
+    thresholds = Thresholds(faq.fuzzy_answer, faq.semantic_answer, faq.llm_floor, faq.llm_accept)
+    return Understanding(catalog, thresholds, faq.semantic, llm)
 
 
 class Engine:
@@ -42,10 +56,17 @@ class Engine:
     @property
     def understanding(self) -> Understanding:
         if self._understanding is None or self._understanding_version != self.library.version:
-            self._understanding = Understanding(self.library.catalog,
-                                                Thresholds(answer=self.settings.faq.answer_threshold))
+            # normally built off the loop by refresh_understanding(); this covers a reload race
+            self._understanding = build_understanding(self.library.catalog, self.settings)
             self._understanding_version = self.library.version
         return self._understanding
+
+    async def refresh_understanding(self) -> None:
+        """Rebuild the matchers after the FAQ changed; embedding a catalog is CPU work, so in a thread."""
+        if self._understanding is None or self._understanding_version != self.library.version:
+            version = self.library.version
+            self._understanding = await asyncio.to_thread(build_understanding, self.library.catalog, self.settings)
+            self._understanding_version = version
 
     async def sync_staff(self) -> None:
         """Make configured staff known in storage under each of their channel identities."""
@@ -210,7 +231,8 @@ class Engine:
             return
         decision = await self.understanding.decide(event.text)
         intent = self.library.catalog.get(decision.intent) if decision.intent else None
-        if intent is not None and (event.mentions_bot or (intent.in_groups and decision.confidence >= 0.95)):
+        if intent is not None and (event.mentions_bot or (
+                intent.in_groups and decision.confidence >= self.settings.faq.group_answer)):
             self._reply(session, event, intent.answer, contact_id, intent=intent.id)
         elif event.mentions_bot:
             self._reply(session, event, self.library.catalog.handoff_reply, contact_id, handoff=True)

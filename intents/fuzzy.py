@@ -19,15 +19,19 @@ def tokenize(text: str) -> str:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An intent and how well the question matched its closest example (0–100)."""
+    """An intent and how well the question matched it; `score` is 0–1 for every tier."""
 
     intent: str
     score: float
-    example: str
+    example: str = ""
 
 
 class FuzzyMatcher:
-    """Scores a question against all examples in one vectorised call and keeps the best per intent."""
+    """Edit-distance similarity to the closest example, one C++ call over all examples.
+
+    `fuzz.ratio` on normalised text treats Chinese per character and English per letter alike;
+    WRatio/partial scorers were measured worse on short queries (one shared token scores high).
+    """
 
     def __init__(self, catalog: Catalog) -> None:
         self._intent_of: list[str] = []
@@ -37,17 +41,16 @@ class FuzzyMatcher:
             for example in intent.examples:
                 self._intent_of.append(intent.id)
                 self._examples.append(example)
-                self._choices.append(tokenize(example))
+                self._choices.append(normalize(example))
 
     def top(self, question: str, k: int = 5) -> list[Candidate]:
-        query = tokenize(question)
+        query = normalize(question)
         if not query or not self._choices:
             return []
-        # token_sort_ratio on per-character tokens is order-tolerant for Chinese and English alike
-        hits = process.extract(query, self._choices, scorer=fuzz.token_sort_ratio, limit=k * 4)
+        hits = process.extract(query, self._choices, scorer=fuzz.ratio, limit=k * 5)
         best: dict[str, Candidate] = {}
         for _choice, score, index in hits:
             intent = self._intent_of[index]
             if intent not in best:
-                best[intent] = Candidate(intent, float(score), self._examples[index])
+                best[intent] = Candidate(intent, float(score) / 100, self._examples[index])
         return sorted(best.values(), key=lambda c: -c.score)[:k]

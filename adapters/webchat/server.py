@@ -165,6 +165,7 @@ class WebChat:
             await self._broadcast(key, {"type": "message", "id": f"in:{message_id}", "from": identity,
                                         "text": text, "at": now.isoformat()})
         mentions = "@bot" in text or "@机器人" in text or bool(frame.get("mention"))
+        text = text.replace("@bot", "").replace("@机器人", "").strip() or text
         await self.handle(Event(EventKind.MESSAGE, CHANNEL, identity, now, chat_type,
                                 chat_id if chat_type is ChatType.GROUP else None, text=text,
                                 message_id=message_id, sender_role=role, mentions_bot=mentions))

@@ -1,0 +1,102 @@
+"""The LLM tier: any OpenAI-compatible endpoint picks one of the candidate intents, or none.
+
+Anything but a well-formed answer naming a candidate (bad JSON, unknown id, timeout, HTTP error)
+is treated as "not sure", so the cascade hands off instead of guessing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import openai
+
+from intents.catalog import Catalog
+from intents.fuzzy import Candidate
+from intents.normalize import normalize
+
+log = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = (
+    "You classify a customer's message for a customer-service bot. You are given candidate FAQ intents "
+    "with descriptions and example questions. Answer with strict JSON only: "
+    '{"intent": "<one candidate id or none>", "confidence": <number 0..1>}. '
+    'Use "none" when no candidate fits the message well; a wrong answer is worse than none.'
+)
+
+
+@dataclass(frozen=True)
+class LlmVerdict:
+    """What the model said, already checked: `intent` is a candidate id or None."""
+
+    intent: str | None
+    confidence: float
+
+
+class LlmClassifier:
+    """Asks the model once per (question, candidates); answers are cached and calls counted."""
+
+    def __init__(self, catalog: Catalog, base_url: str, model: str, api_key: str, timeout: float = 3.0,
+                 cache_size: int = 4096) -> None:
+        self.catalog = catalog
+        self.model = model
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
+                                         max_retries=0)
+        self.calls = 0
+        self.failures = 0
+        self._cache: OrderedDict[tuple[str, tuple[str, ...]], LlmVerdict | None] = OrderedDict()
+        self._cache_size = cache_size
+
+    def _prompt(self, question: str, candidates: Sequence[Candidate]) -> str:
+        lines = [f"Customer message: {question}", "", "Candidates:"]
+        for candidate in candidates:
+            intent = self.catalog.get(candidate.intent)
+            if intent is None:
+                continue
+            examples = "; ".join(intent.examples[:5])
+            lines.append(f"- id: {intent.id} | description: {intent.description or '-'} | examples: {examples}")
+        return "\n".join(lines)
+
+    async def classify(self, question: str, candidates: Sequence[Candidate]) -> LlmVerdict | None:
+        """The model's pick among `candidates`, or None when it failed or answered out of bounds."""
+        ids = tuple(c.intent for c in candidates)
+        key = (normalize(question), ids)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        self.calls += 1
+        verdict = await self._ask(question, candidates, set(ids))
+        self._cache[key] = verdict
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return verdict
+
+    async def _ask(self, question: str, candidates: Sequence[Candidate], ids: set[str]) -> LlmVerdict | None:
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.model, temperature=0, response_format={"type": "json_object"},
+                messages=[{"role": "system", "content": SYSTEM_PROMPT},
+                          {"role": "user", "content": self._prompt(question, candidates)}])
+            content = response.choices[0].message.content or ""
+        except openai.APITimeoutError:
+            return self._fail("timed out")
+        except openai.OpenAIError as exc:
+            return self._fail(f"{type(exc).__name__}: {exc}")
+        try:
+            data = json.loads(content)
+            intent = data["intent"]
+            confidence = float(data.get("confidence", 0))
+        except (ValueError, KeyError, TypeError):
+            return self._fail(f"not the JSON asked for: {content[:80]!r}")
+        if intent in (None, "none", ""):
+            return LlmVerdict(None, confidence)
+        if intent not in ids:
+            return self._fail(f"named {intent!r}, which is not a candidate")
+        return LlmVerdict(str(intent), max(0.0, min(1.0, confidence)))
+
+    def _fail(self, why: str) -> None:
+        self.failures += 1
+        log.warning("LLM classifier: %s; handing off instead", why)
+        return None
