@@ -7,7 +7,8 @@ import json
 import logging
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 from bot.app import App, chat_in_console, serve
@@ -17,6 +18,7 @@ from bot.engine import build_understanding
 from bot.guard import LabelledMessage, evaluate_guard
 from intents.catalog import catalog_from_jsonl
 from intents.evaluate import evaluate, load_queries, score_all, tune
+from intents.insights import cluster_gaps, question_mix
 from bot.problems import Problem, ScriptError
 from bot.library import ScriptLibrary
 from bot.simulate import Simulation, write_transcripts
@@ -256,6 +258,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faq(args: argparse.Namespace) -> int:
+    async def work(app: App) -> int:
+        since = app.clock.now() - timedelta(days=args.days)
+        async with app.db.session() as session:
+            if args.action == "gaps":
+                gaps = cluster_gaps(await repo.unanswered_questions(session, since))
+                if not gaps:
+                    print(f"no unanswered questions in the last {args.days} days")
+                for gap in gaps:
+                    others = "；".join(v for v in gap.variants if v != gap.example)
+                    print(f"{gap.count:>4}×  {gap.example}" + (f"   （也问：{others}）" if others else ""))
+                return 0
+            replies = await repo.answered_since(session, since)
+        zone = ZoneInfo(app.settings.policy.timezone)
+        for share in question_mix(replies, zone, args.by):
+            print(f"{share.period}  {share.intent:<24} {share.count:>5}  {share.share:6.1%}")
+        return 0
+
+    return _with_app(args, work)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default="config.yaml", help="settings file (default ./config.yaml)")
@@ -301,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune-on", default=None, help="choose thresholds on this labelled file first")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("faq", parents=[common], help="question mix per day/week, or the unanswered questions")
+    p.add_argument("action", choices=["stats", "gaps"])
+    p.add_argument("--days", type=int, default=30, help="look back this many days (default 30)")
+    p.add_argument("--by", choices=["day", "week"], default="day")
+    p.set_defaults(func=cmd_faq)
 
     p = sub.add_parser("simulate", parents=[common], help="run journeys on a virtual clock")
     p.add_argument("--days", type=int, default=35)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +20,7 @@ from intents.llm import LlmClassifier
 from intents.normalize import normalize
 from storage import repo
 from storage.db import Database
-from storage.models import Contact, Staff
+from storage.models import Contact, Message, Staff
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,8 @@ class Engine:
             await self._direct_message(session, event)
 
     def _store_inbound(self, session: AsyncSession, event: Event, contact_id: int | None,
-                       role: str) -> None:
-        repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value,
+                       role: str) -> Message:
+        return repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value,
                          chat_id=event.chat_id if event.chat_type is ChatType.GROUP else event.sender_id,
                          direction="in", sender_role=role, sender_id=event.sender_id, contact_id=contact_id,
                          text=event.text, created_at=event.at, delivered_at=event.at)
@@ -194,7 +194,7 @@ class Engine:
         contact, created = await self._upsert_contact(session, event)
         if created:
             await self._enrol_on(session, contact, "contact_added", event.at)  # a first message implies an add
-        self._store_inbound(session, event, contact.id, "customer")
+        question = self._store_inbound(session, event, contact.id, "customer")
         contact.replies += 1
         contact.last_inbound_at = event.at
         if normalize(event.text) in self._opt_out_words:
@@ -204,15 +204,16 @@ class Engine:
                 self._reply(session, event, OPT_OUT_CONFIRMATION, contact.id)
             return
         await self.exit_journeys(session, contact, "replied", event.at)
-        await self._answer(session, event, contact)
+        await self._answer(session, event, contact, question)
 
-    async def _answer(self, session: AsyncSession, event: Event, contact: Contact) -> None:
+    async def _answer(self, session: AsyncSession, event: Event, contact: Contact, question: Message) -> None:
         decision = await self.understanding.decide(event.text)
         if decision.intent is not None:
             intent = self.library.catalog.get(decision.intent)
             if intent is not None:
                 self._reply(session, event, intent.answer, contact.id, intent=intent.id)
                 return
+        question.handoff = True  # kept as an unanswered question for `siyu faq gaps`
         self._reply(session, event, self.library.catalog.handoff_reply, contact.id, handoff=True)
         link = f"{self.settings.adapters.webchat.public_url}/#customer={contact.id}"
         await self._notify_guide(session, contact, f"【转人工】{contact.name}（#{contact.id}，{contact.channel}）问："
@@ -226,15 +227,19 @@ class Engine:
         await repo.set_membership(session, group, event.sender_id, contact_id, "customer", event.at, present=True)
         name = contact.name if contact else event.profile.name or event.sender_id
         punished = await self.moderator.review(session, self.library.guard, event, group, name)
-        self._store_inbound(session, event, contact_id, "customer")
+        question = self._store_inbound(session, event, contact_id, "customer")
         if punished:
             return
+        quiet = timedelta(seconds=self.settings.faq.staff_quiet_seconds)
+        if await repo.staff_spoke_since(session, event.channel, event.chat_id, event.at - quiet):
+            return  # a person is handling the group right now
         decision = await self.understanding.decide(event.text)
         intent = self.library.catalog.get(decision.intent) if decision.intent else None
         if intent is not None and (event.mentions_bot or (
                 intent.in_groups and decision.confidence >= self.settings.faq.group_answer)):
             self._reply(session, event, intent.answer, contact_id, intent=intent.id)
         elif event.mentions_bot:
+            question.handoff = True
             self._reply(session, event, self.library.catalog.handoff_reply, contact_id, handoff=True)
 
     async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff | None) -> None:

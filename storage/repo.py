@@ -258,3 +258,24 @@ async def membership_of(session: AsyncSession, group: Group, member_id: str) -> 
 async def guard_events(session: AsyncSession, limit: int = 50) -> Sequence[GuardEvent]:
     return (await session.scalars(select(GuardEvent).order_by(GuardEvent.at.desc(), GuardEvent.id.desc())
                                   .limit(limit))).all()
+
+
+async def staff_spoke_since(session: AsyncSession, channel: str, group_id: str, since: datetime) -> bool:
+    found = await session.scalar(select(Message.id).where(
+        Message.channel == channel, Message.chat_type == "group", Message.chat_id == group_id,
+        Message.sender_role == "staff", Message.created_at > since).limit(1))
+    return found is not None
+
+
+async def answered_since(session: AsyncSession, since: datetime) -> Sequence[tuple[datetime, str | None, bool]]:
+    """(when, intent, handed off) of every reply to a customer's question since `since`."""
+    rows = await session.execute(select(Message.created_at, Message.intent, Message.handoff).where(
+        Message.direction == "out", Message.created_at >= since,
+        or_(Message.intent.isnot(None), Message.handoff.is_(True))).order_by(Message.created_at))
+    return [(at, intent, bool(handoff)) for at, intent, handoff in rows.all()]
+
+
+async def unanswered_questions(session: AsyncSession, since: datetime, limit: int = 5000) -> Sequence[str]:
+    return (await session.scalars(select(Message.text).where(
+        Message.direction == "in", Message.handoff.is_(True), Message.created_at >= since)
+        .order_by(Message.id.desc()).limit(limit))).all()

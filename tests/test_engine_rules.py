@@ -84,8 +84,10 @@ async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None
     assert note.startswith("【转人工】钱女士")
     assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#customer=" in note
     async with harness.app.db.session() as session:
-        unanswered = (await session.scalars(select(Message).where(Message.handoff.is_(True)))).all()
-    assert len(unanswered) == 1
+        flagged = (await session.scalars(select(Message).where(Message.handoff.is_(True))
+                                         .order_by(Message.id))).all()
+    assert [(m.direction, m.text) for m in flagged] == [
+        ("in", "你们的面霜和海蓝之谜比起来怎么样"), ("out", "这个问题我请您的专属顾问来解答，稍等一下哦～")]
 
 
 async def test_churned_customer_ends_journeys_and_guide_is_told(harness: Harness) -> None:
@@ -161,3 +163,27 @@ async def test_why_lists_decisions_newest_first(harness: Harness) -> None:
     assert "new_customer.group_invite  skipped  condition_false" in lines[1]
     assert "new_customer.day1_care  sent  ok" in lines[2]
     assert "new_customer.greeting  sent  reply" in lines[3]
+
+
+async def test_bot_stays_out_of_a_group_a_guide_is_handling(harness: Harness) -> None:
+    from bot.events import Role
+
+    await harness.member_joins_group("m1", "g1")
+    harness.clock.advance(timedelta(hours=1))
+    await harness.member_says_in_group("m1", "g1", "什么时候发货", mention=True)
+    assert harness.group_log("g1")[-1].startswith("say: 工作日 16:00 前下单当天发货")
+    await harness.member_says_in_group("guide-xiaomei", "g1", "我来回答大家～", role=Role.STAFF)
+    harness.clock.advance(timedelta(seconds=30))
+    await harness.member_says_in_group("m1", "g1", "包邮吗", mention=True)
+    assert len(harness.group_log("g1")) == 1  # quiet: a person is answering
+    harness.clock.advance(timedelta(minutes=5))
+    await harness.member_says_in_group("m1", "g1", "包邮吗", mention=True)
+    assert harness.group_log("g1")[-1].startswith("say: 全国满 99 元包邮")
+
+
+async def test_handed_off_questions_are_kept_for_faq_gaps(harness: Harness) -> None:
+    await harness.customer_adds_guide("g", "提问者")
+    await harness.customer_says("g", "能寄到国外吗")
+    async with harness.app.db.session() as session:
+        questions = await repo.unanswered_questions(session, harness.start)
+    assert list(questions) == ["能寄到国外吗"]

@@ -132,3 +132,20 @@ def test_siyu_eval_prints_the_metrics_and_tunes(tmp_path: Path) -> None:
     assert report["wrong"] <= 0.05 and report["correct"] >= 0.5
     assert abs(report["correct"] + report["wrong"] + report["handoff"] - 1) < 1e-9
     assert "fuzzy_answer:" in result.stderr and "semantic_answer:" in result.stderr
+
+
+def test_question_mix_and_gaps() -> None:
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from intents.insights import cluster_gaps, question_mix
+
+    t = datetime(2026, 3, 2, 4, tzinfo=timezone.utc)
+    mix = question_mix([(t, "shipping_fee", False), (t, "shipping_fee", False), (t, None, True),
+                        (t.replace(day=3), "return_policy", False)], ZoneInfo("Asia/Shanghai"))
+    assert [(s.period, s.intent, s.count, round(s.share, 2)) for s in mix] == [
+        ("2026-03-02", "shipping_fee", 2, 0.67), ("2026-03-02", "(handed off)", 1, 0.33),
+        ("2026-03-03", "return_policy", 1, 1.0)]
+    gaps = cluster_gaps(["能寄到国外吗", "能寄到国外吗？", "可以寄到国外吗", "有男士产品吗", "能寄国外吗"])
+    assert (gaps[0].example, gaps[0].count) == ("能寄到国外吗", 4)
+    assert (gaps[1].example, gaps[1].count) == ("有男士产品吗", 1)
