@@ -5,7 +5,7 @@ import asyncio
 import importlib
 import sys
 
-ALL = ("policy", "simulate")
+ALL = ("fuzzy", "policy", "simulate")
 
 
 def main() -> None:
