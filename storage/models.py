@@ -222,7 +222,7 @@ class GuardEvent(Base):
     group_id: Mapped[str] = mapped_column(String(128))
     member_id: Mapped[str] = mapped_column(String(128))
     message_ref: Mapped[str | None] = mapped_column(String(191))
-    rule: Mapped[str] = mapped_column(String(32))
+    rule: Mapped[str] = mapped_column(String(128))  # comma-separated rule codes
     strike: Mapped[int] = mapped_column(Integer)
     action: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text)

@@ -25,7 +25,7 @@ def upgrade() -> None:
     sa.Column('group_id', sa.String(length=128), nullable=False),
     sa.Column('member_id', sa.String(length=128), nullable=False),
     sa.Column('message_ref', sa.String(length=191), nullable=True),
-    sa.Column('rule', sa.String(length=32), nullable=False),
+    sa.Column('rule', sa.String(length=128), nullable=False),
     sa.Column('strike', sa.Integer(), nullable=False),
     sa.Column('action', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
