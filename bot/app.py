@@ -16,9 +16,11 @@ from aiohttp import web
 
 from adapters.base import Transport
 from adapters.console import ConsoleChat, stdin_line
+from adapters.telegram import TelegramAdapter
 from adapters.webchat import WebChat
 from adapters.webchat.server import CHANNEL as WEBCHAT, HistoryLine
 from bot.clock import Clock, SystemClock
+from bot.commands import STAFF_COMMANDS
 from bot.config import Settings
 from bot.delivery import Dispatcher
 from bot.engine import Engine
@@ -43,11 +45,18 @@ class App:
         self.db = Database(settings.database_url)
         self.library = ScriptLibrary(scripts, settings.brand)
         self.runner = JourneyRunner(settings.policy.timezone)
-        self.engine = Engine(self.db, self.library, settings, self.runner)
+        self.engine = Engine(self.db, self.library, settings, self.runner, self.conversation_link)
         worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker)
         self.transports: dict[str, Transport] = {}
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
+
+    def conversation_link(self, channel: str, chat_id: str) -> str:
+        """Where a guide opens the conversation: the platform's own link when the transport has one."""
+        link = getattr(self.transports.get(channel), "conversation_link", None)
+        if link is not None:
+            return str(link(chat_id))
+        return f"{self.settings.adapters.webchat.public_url}/#chat={channel}:{chat_id}"
 
     def add_transport(self, transport: Transport) -> None:
         self.transports[transport.channel] = transport
@@ -120,9 +129,23 @@ def enable_webchat(app: App) -> WebChat:
     return webchat
 
 
-def build_web_app(app: App) -> web.Application:
+def enable_telegram(app: App) -> TelegramAdapter | None:
+    """The Telegram adapter when SIYU_TELEGRAM_TOKEN is set; guides are staff with a telegram identity."""
+    settings = app.settings.adapters.telegram
+    if not settings.token:
+        return None
+    guides = [member.identities["telegram"] for member in app.settings.staff if "telegram" in member.identities]
+    telegram = TelegramAdapter(settings.token, settings.api_base, app.engine.handle, app.clock, guides,
+                               STAFF_COMMANDS, settings.mode, settings.webhook_url, settings.webhook_secret)
+    app.add_transport(telegram)
+    return telegram
+
+
+def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Application:
     """The aiohttp application `siyu serve` runs: health check plus every enabled HTTP adapter."""
     web_app = web.Application()
+    if telegram is not None and telegram.mode == "webhook":
+        telegram.install(web_app)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "journeys": sorted(app.library.journeys),
@@ -136,14 +159,19 @@ def build_web_app(app: App) -> web.Application:
 
 async def serve(app: App, host: str, port: int) -> None:
     """Run the web server and the scheduler loop until cancelled."""
-    runner = web.AppRunner(build_web_app(app))
+    telegram = enable_telegram(app)
+    runner = web.AppRunner(build_web_app(app, telegram))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("siyu is listening on http://%s:%s/", host, port)
+    if telegram is not None:
+        await telegram.start()
     try:
         await app.run_forever()
     finally:
+        if telegram is not None:
+            await telegram.stop()
         await runner.cleanup()
 
 

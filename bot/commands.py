@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,13 +13,18 @@ from bot.library import ScriptLibrary
 from storage import repo
 from storage.models import Contact
 
-HELP = """可用命令 / commands:
-/sop <journey>[.<step>] <customer>  触发话术：整段旅程或单个步骤
-/why <customer>                     最近的触达决策及原因
-/optout <customer>                  为客户退订
-/purchased <customer>               标记已购买（结束相关旅程）
-/tag <customer> <tag>               给客户打标签
-/help                               显示本帮助"""
+# name → BotFather-style description (adapters register these where the platform supports it)
+STAFF_COMMANDS = {
+    "sop": "触发话术：/sop <journey>[.<step>] <customer>",
+    "why": "客户最近的触达决策及原因：/why <customer>",
+    "optout": "为客户退订：/optout <customer>",
+    "purchased": "标记已购买，结束相关旅程：/purchased <customer>",
+    "tag": "给客户打标签：/tag <customer> <tag>",
+    "handoff": "接管会话，机器人暂停回复：/handoff <customer>",
+    "release": "结束接管，机器人恢复回复：/release <customer>",
+    "help": "显示导购命令",
+}
+HELP = "可用命令 / commands:\n" + "\n".join(f"/{name}  {text}" for name, text in STAFF_COMMANDS.items())
 
 
 class CommandError(ValueError):
@@ -38,10 +43,12 @@ class GuideCommands:
     """Parses and runs staff commands inside the caller's transaction."""
 
     def __init__(self, library: ScriptLibrary, runner: JourneyRunner,
-                 exit_journeys: Callable[[AsyncSession, Contact, str, datetime], Awaitable[list[str]]]) -> None:
+                 exit_journeys: Callable[[AsyncSession, Contact, str, datetime], Awaitable[list[str]]],
+                 handoff_timeout: timedelta = timedelta(hours=2)) -> None:
         self.library = library
         self.runner = runner
         self.exit_journeys = exit_journeys
+        self.handoff_timeout = handoff_timeout
 
     async def run(self, session: AsyncSession, actor: StaffActor, text: str, now: datetime) -> str:
         try:
@@ -50,7 +57,7 @@ class GuideCommands:
             words = text.strip().split()
         if not words:
             return HELP
-        name, args = words[0].lstrip("/").lower(), words[1:]
+        name, args = words[0].lstrip("/").split("@")[0].lower(), words[1:]  # /sop@siyu_bot in groups
         try:
             match name:
                 case "sop":
@@ -71,6 +78,14 @@ class GuideCommands:
                     contact = await self._customer(session, actor, args, 2)
                     contact.tags = sorted({*(contact.tags or []), args[1]})
                     return f"已给 {contact.name} 打上标签 {args[1]}"
+                case "handoff":
+                    contact = await self._customer(session, actor, args, 1)
+                    contact.handoff_until = now + self.handoff_timeout
+                    return f"已接管 {contact.name} 的会话，机器人暂停回复至 {contact.handoff_until:%m-%d %H:%M}Z（/release 恢复）"
+                case "release":
+                    contact = await self._customer(session, actor, args, 1)
+                    contact.handoff_until = None
+                    return f"已把 {contact.name} 的会话交还给机器人"
                 case "help":
                     return HELP
             raise CommandError(f"未知命令 /{name}。\n{HELP}")

@@ -120,6 +120,9 @@ class FaqSettings(_Strict):
     llm_accept: float = Field(0.7, ge=0, le=1)
     group_answer: float = Field(0.95, ge=0, le=1.01)  # unprompted answers in groups need this much
     staff_quiet_seconds: int = Field(120, ge=0)       # a staff member answered recently: the bot stays out
+    handoff_timeout: str = "2h"  # after a hand-off the bot stays quiet in that chat until /release or this
+
+    _h = field_validator("handoff_timeout")(_check_duration)
 
 
 class LlmSettings(_Strict):
@@ -137,8 +140,19 @@ class WebchatSettings(_Strict):
     public_url: str = "http://127.0.0.1:8080"
 
 
+class TelegramSettings(_Strict):
+    """Enabled by SIYU_TELEGRAM_TOKEN (never put the token in this file)."""
+
+    mode: Literal["polling", "webhook"] = "polling"
+    api_base: str = "https://api.telegram.org/bot"   # SIYU_TELEGRAM_API_BASE (a local Bot API server, tests)
+    webhook_url: str | None = None                     # public https URL ending in /telegram/webhook
+    token: str | None = Field(None, exclude=True)      # from the environment only
+    webhook_secret: str | None = Field(None, exclude=True)
+
+
 class AdapterSettings(_Strict):
     webchat: WebchatSettings = WebchatSettings()
+    telegram: TelegramSettings = TelegramSettings()
 
 
 class SchedulerSettings(_Strict):
@@ -200,6 +214,17 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
     for variable, key in (("SIYU_LLM_BASE_URL", "base_url"), ("SIYU_LLM_MODEL", "model")):
         if env.get(variable):
             data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
+    if data.get("adapters", {}) and isinstance(data["adapters"].get("telegram"), dict) \
+            and "token" in data["adapters"]["telegram"]:
+        raise ScriptError([Problem(str(path), doc.line("adapters", "telegram", "token") if doc else 1,
+                                   "adapters.telegram.token: secrets never go in config.yaml — "
+                                   "set SIYU_TELEGRAM_TOKEN instead")])
+    telegram = {k: env[v] for k, v in (("token", "SIYU_TELEGRAM_TOKEN"), ("api_base", "SIYU_TELEGRAM_API_BASE"),
+                                       ("webhook_secret", "SIYU_TELEGRAM_WEBHOOK_SECRET")) if env.get(v)}
+    if telegram:
+        adapters = dict(data.get("adapters") or {})
+        adapters["telegram"] = {**(adapters.get("telegram") or {}), **telegram}
+        data["adapters"] = adapters
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.commands import GuideCommands, StaffActor
+from bot.commands import STAFF_COMMANDS, GuideCommands, StaffActor
 from bot.config import Settings
+from bot.durations import parse_duration
 from bot.enrolment import JourneyRunner
 from bot.events import ChatType, Event, EventKind, Role
 from bot.library import ScriptLibrary
@@ -25,6 +27,12 @@ from storage.models import Contact, Message, Staff
 log = logging.getLogger(__name__)
 
 OPT_OUT_CONFIRMATION = "已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。"
+STAFF_ONLY = "抱歉，这个命令仅供导购使用～有问题直接发消息问我就好。"
+
+
+def is_staff_command(text: str) -> bool:
+    word = text.strip().split(maxsplit=1)[0].lstrip("/").split("@")[0].lower() if text.strip() else ""
+    return text.strip().startswith("/") and word in STAFF_COMMANDS
 
 
 def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
@@ -41,12 +49,16 @@ def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
 class Engine:
     """Handles one Event per transaction: dedupe, remember, decide, queue replies."""
 
-    def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, runner: JourneyRunner) -> None:
+    def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, runner: JourneyRunner,
+                 conversation_link: Callable[[str, str], str] | None = None) -> None:
         self.db = db
+        self.conversation_link = conversation_link or (
+            lambda channel, chat_id: f"{settings.adapters.webchat.public_url}/#chat={channel}:{chat_id}")
+        self.handoff_timeout = parse_duration(settings.faq.handoff_timeout)
         self.library = library
         self.settings = settings
         self.runner = runner
-        self.commands = GuideCommands(library, runner, self.exit_journeys)
+        self.commands = GuideCommands(library, runner, self.exit_journeys, self.handoff_timeout)
         self.moderator = GroupModerator()
         self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
         self._opt_out_words = {normalize(w) for w in settings.policy.opt_out_words}
@@ -204,6 +216,13 @@ class Engine:
                 self._reply(session, event, OPT_OUT_CONFIRMATION, contact.id)
             return
         await self.exit_journeys(session, contact, "replied", event.at)
+        if is_staff_command(event.text):
+            self._reply(session, event, STAFF_ONLY, contact.id)
+            return
+        if contact.handoff_until is not None and contact.handoff_until > event.at:
+            # a person has this conversation: pass the message on, the bot says nothing
+            await self._notify_guide(session, contact, f"【转人工·续】{contact.name}：{event.text}", event.at)
+            return
         await self._answer(session, event, contact, question)
 
     async def _answer(self, session: AsyncSession, event: Event, contact: Contact, question: Message) -> None:
@@ -214,10 +233,12 @@ class Engine:
                 self._reply(session, event, intent.answer, contact.id, intent=intent.id)
                 return
         question.handoff = True  # kept as an unanswered question for `siyu faq gaps`
+        contact.handoff_until = event.at + self.handoff_timeout
         self._reply(session, event, self.library.catalog.handoff_reply, contact.id, handoff=True)
-        link = f"{self.settings.adapters.webchat.public_url}/#customer={contact.id}"
+        link = self.conversation_link(contact.channel, contact.external_id)
         await self._notify_guide(session, contact, f"【转人工】{contact.name}（#{contact.id}，{contact.channel}）问："
-                                                   f"{event.text}\n会话：{link}", event.at)
+                                                   f"{event.text}\n会话：{link}\n处理完请发 /release {contact.id}",
+                                 event.at)
 
     async def _group_message(self, session: AsyncSession, event: Event) -> None:
         assert event.chat_id is not None

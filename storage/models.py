@@ -69,6 +69,7 @@ class Contact(Base):
     purchased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     replies: Mapped[int] = mapped_column(Integer, default=0)
     last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a person has the chat until then
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 

@@ -54,3 +54,123 @@ def user_message(body: dict[str, Any]) -> str:
 
 def answer(intent: str, confidence: float = 0.9) -> str:
     return json.dumps({"intent": intent, "confidence": confidence})
+
+
+BOT_USER = {"id": 999000, "is_bot": True, "first_name": "山茶集小助手", "username": "shanchaji_bot",
+            "can_join_groups": True, "can_read_all_group_messages": True, "supports_inline_queries": False}
+
+
+@dataclass
+class FakeTelegram:
+    """The Bot API (`/bot<token>/<method>`) as api.telegram.org speaks it, with scriptable failures."""
+
+    token: str = "123456:TEST-TOKEN"
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    refused: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    failures: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    server: TestServer | None = None
+    _next_update: int = 1
+    _next_message: int = 1000
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def push(self, update: dict[str, Any]) -> None:
+        self.updates.append({"update_id": self._next_update, **update})
+        self._next_update += 1
+        self._arrived.set()
+
+    def fail_next(self, method: str, status: int, description: str, **parameters: Any) -> None:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+        if parameters:
+            body["parameters"] = parameters
+        self.failures.setdefault(method, []).append((status, body))
+
+    def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
+        return [params for name, params in self.calls if name == method]
+
+    async def _api(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != self.token:
+            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+        method = request.match_info["method"]
+        raw = dict(await request.post()) if request.can_read_body else {}
+        if request.content_type == "application/json":
+            raw = await request.json()
+        params: dict[str, Any] = {}
+        for key, value in raw.items():
+            try:
+                params[key] = json.loads(value) if isinstance(value, str) else value
+            except ValueError:
+                params[key] = value
+        if self.failures.get(method):
+            status, body = self.failures[method].pop(0)
+            self.refused.append((method, params))
+            return web.json_response(body, status=status)
+        if method != "getUpdates":
+            self.calls.append((method, params))  # what the platform accepted
+        return web.json_response({"ok": True, "result": await self._result(method, params)})
+
+    async def _result(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "getMe":
+            return BOT_USER
+        if method == "getUpdates":
+            offset = int(params.get("offset") or 0)
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if not pending:
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), timeout=min(float(params.get("timeout") or 0), 0.5))
+                except TimeoutError:
+                    pass
+                pending = [u for u in self.updates if u["update_id"] >= offset]
+            return pending
+        if method == "sendMessage":
+            self._next_message += 1
+            chat_id = int(params["chat_id"])
+            chat = {"id": chat_id, "type": "private", "first_name": "x"} if chat_id > 0 else \
+                {"id": chat_id, "type": "supergroup", "title": "group"}
+            return {"message_id": self._next_message, "date": 1_772_000_000, "chat": chat, "from": BOT_USER,
+                    "text": params.get("text", "")}
+        return True  # setMyCommands, deleteWebhook, deleteMessage, restrictChatMember, banChatMember, …
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._api)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"http://127.0.0.1:{self.server.port}/bot"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+
+def tg_user(user_id: int, name: str, is_bot: bool = False) -> dict[str, Any]:
+    return {"id": user_id, "is_bot": is_bot, "first_name": name}
+
+
+def tg_private(user_id: int, name: str, text: str, message_id: int) -> dict[str, Any]:
+    message: dict[str, Any] = {"message_id": message_id, "date": 1_772_000_000,
+                               "chat": {"id": user_id, "type": "private", "first_name": name},
+                               "from": tg_user(user_id, name), "text": text}
+    if text.startswith("/"):
+        message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+    return {"message": message}
+
+
+def tg_group(chat_id: int, user_id: int, name: str, text: str, message_id: int, **extra: Any) -> dict[str, Any]:
+    return {"message": {"message_id": message_id, "date": 1_772_000_000,
+                        "chat": {"id": chat_id, "type": "supergroup", "title": "山茶集会员群"},
+                        "from": tg_user(user_id, name), "text": text, **extra}}
+
+
+def tg_joined(chat_id: int, user_id: int, name: str, message_id: int) -> dict[str, Any]:
+    return {"message": {"message_id": message_id, "date": 1_772_000_000,
+                        "chat": {"id": chat_id, "type": "supergroup", "title": "山茶集会员群"},
+                        "from": tg_user(user_id, name), "new_chat_members": [tg_user(user_id, name)]}}
+
+
+def tg_blocked(user_id: int, name: str) -> dict[str, Any]:
+    return {"my_chat_member": {"chat": {"id": user_id, "type": "private", "first_name": name},
+                               "from": tg_user(user_id, name), "date": 1_772_000_000,
+                               "old_chat_member": {"user": BOT_USER, "status": "member"},
+                               "new_chat_member": {"user": BOT_USER, "status": "kicked", "until_date": 0}}}

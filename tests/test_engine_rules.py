@@ -82,7 +82,7 @@ async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None
     assert harness.texts("qian")[-1] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
     note = harness.texts("guide-xiaomei")[-1]
     assert note.startswith("【转人工】钱女士")
-    assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#customer=" in note
+    assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#chat=test:qian" in note
     async with harness.app.db.session() as session:
         flagged = (await session.scalars(select(Message).where(Message.handoff.is_(True))
                                          .order_by(Message.id))).all()

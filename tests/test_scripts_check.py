@@ -108,3 +108,18 @@ def test_broken_edit_keeps_the_last_good_version_running(scripts: Path) -> None:
                     encoding="utf-8")
     assert library.reload(force=True) == []
     assert library.journeys["new_customer"] is not good
+
+
+def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
+    from bot.config import load_settings
+    from bot.problems import ScriptError
+
+    config = tmp_path / "config.yaml"
+    config.write_text("adapters:\n  telegram:\n    mode: polling\n", encoding="utf-8")
+    settings = load_settings(config, env={"SIYU_TELEGRAM_TOKEN": "1:abc", "SIYU_TELEGRAM_API_BASE": "http://127.0.0.1:9/bot"})
+    assert settings.adapters.telegram.token == "1:abc"
+    assert settings.adapters.telegram.api_base == "http://127.0.0.1:9/bot"
+    assert "1:abc" not in settings.model_dump_json()
+    config.write_text("adapters:\n  telegram:\n    token: 1:abc\n", encoding="utf-8")
+    with pytest.raises(ScriptError, match="config.yaml:3: adapters.telegram.token: secrets never go in config.yaml"):
+        load_settings(config, env={})

@@ -1,0 +1,221 @@
+"""Translates Telegram updates into Events, and queued Actions into Bot API calls."""
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+
+from aiohttp import web
+from telegram import (
+    BotCommand,
+    BotCommandScopeChat,
+    BotCommandScopeDefault,
+    ChatMember,
+    ChatPermissions,
+    Message,
+    Update,
+)
+from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
+
+from adapters.base import DeliveryError
+from bot.clock import Clock
+from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+
+log = logging.getLogger(__name__)
+CHANNEL = "telegram"
+WEBHOOK_PATH = "/telegram/webhook"
+PUBLIC_COMMANDS = {"start": "开始聊天", "help": "帮助"}
+
+
+def _content_type(message: Message) -> str:
+    if message.contact:
+        return "business_card"
+    if message.photo:
+        return "image"
+    if message.document or message.video or message.audio or message.voice:
+        return "file"
+    if message.via_bot:
+        return "mini_program"  # inline-bot content: the closest thing Telegram has
+    return "text"
+
+
+class TelegramAdapter:
+    """One bot token; polling or webhook; delivery through the bot with Telegram's own rate limiter."""
+
+    channel = CHANNEL
+
+    def __init__(self, token: str, api_base: str, handle: Callable[[Event], Awaitable[None]], clock: Clock,
+                 guide_ids: Sequence[str], staff_commands: dict[str, str], mode: str = "polling",
+                 webhook_url: str | None = None, webhook_secret: str | None = None) -> None:
+        self.handle = handle
+        self.clock = clock
+        self.guide_ids = list(guide_ids)
+        self.staff_commands = staff_commands
+        self.mode = mode
+        self.webhook_url = webhook_url
+        self.webhook_secret = webhook_secret
+        self._no_admin_warned: set[str] = set()
+        builder: ApplicationBuilder = (
+            ApplicationBuilder().token(token).base_url(api_base)
+            .base_file_url(api_base.replace("/bot", "/file/bot"))
+            # Telegram's flood limits; siyu's dispatcher handles RetryAfter itself, durably
+            .rate_limiter(AIORateLimiter(max_retries=0))
+        )
+        if mode == "webhook":
+            builder = builder.updater(None)
+        self.app: Application = builder.build()
+        self.app.add_handler(TypeHandler(Update, self._on_update))
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        await self._register_commands()
+        if self.mode == "webhook":
+            await self.app.bot.set_webhook(self.webhook_url or "", secret_token=self.webhook_secret,
+                                           allowed_updates=Update.ALL_TYPES)
+        else:
+            assert self.app.updater is not None
+            await self.app.updater.start_polling(poll_interval=0.0, timeout=10, allowed_updates=Update.ALL_TYPES)
+        log.info("telegram: @%s is up (%s)", self.app.bot.username, self.mode)
+
+    async def stop(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    async def _register_commands(self) -> None:
+        public = [BotCommand(name, text) for name, text in PUBLIC_COMMANDS.items()]
+        await self.app.bot.set_my_commands(public, scope=BotCommandScopeDefault())
+        staff = [BotCommand(name, text[:256]) for name, text in self.staff_commands.items()]
+        for guide in self.guide_ids:
+            try:  # a guide who never opened a chat with the bot cannot be scoped yet
+                await self.app.bot.set_my_commands(staff, scope=BotCommandScopeChat(int(guide)))
+            except TelegramError as exc:
+                log.warning("telegram: cannot register commands for guide %s: %s", guide, exc)
+
+    def install(self, web_app: web.Application) -> None:
+        """The webhook route, served by siyu's own aiohttp server."""
+        web_app.router.add_post(WEBHOOK_PATH, self._webhook)
+
+    async def _webhook(self, request: web.Request) -> web.Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if self.webhook_secret and not hmac.compare_digest(given, self.webhook_secret):
+            log.warning("telegram webhook: wrong secret token from %s", request.remote)
+            return web.Response(status=403)
+        try:
+            update = Update.de_json(await request.json(), self.app.bot)
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400)
+        await self.app.process_update(update)
+        return web.Response(text="ok")
+
+    def conversation_link(self, chat_id: str) -> str:
+        return f"tg://user?id={chat_id}"
+
+    # --- inbound ----------------------------------------------------------------------------
+
+    async def _on_update(self, update: Update, _context: ContextTypes.DEFAULT_TYPE) -> None:
+        for event in self.translate(update):
+            await self.handle(event)
+
+    def translate(self, update: Update) -> list[Event]:
+        """One update becomes zero or more Events; the adapter never decides what to say."""
+        now = self.clock.now()
+        if update.my_chat_member is not None:
+            change = update.my_chat_member
+            if change.chat.type == "private" and change.new_chat_member.status in (ChatMember.BANNED,
+                                                                                   ChatMember.LEFT):
+                user = change.from_user
+                return [Event(EventKind.CONTACT_REMOVED, CHANNEL, str(user.id), now)]  # blocked the bot
+            return []
+        message = update.message or update.edited_message
+        if message is None or message.from_user is None:
+            return []
+        user = message.from_user
+        profile = Profile(name=user.full_name)
+        if message.chat.type in ("group", "supergroup"):
+            return self._group_events(message, now)
+        if message.chat.type != "private":
+            return []
+        text = message.text or message.caption or ""
+        if text.startswith("/start"):
+            payload = text.partition(" ")[2].strip()  # deep link t.me/bot?start=<channel code>
+            return [Event(EventKind.CONTACT_ADDED, CHANNEL, str(user.id), now,
+                          profile=Profile(name=user.full_name, source=payload or "Telegram"))]
+        return [Event(EventKind.MESSAGE, CHANNEL, str(user.id), now, text=text,
+                      message_id=f"{message.chat.id}:{message.message_id}",
+                      sender_role=Role.BOT if user.is_bot else Role.CUSTOMER, profile=profile,
+                      content_type=_content_type(message))]
+
+    def _group_events(self, message: Message, now: datetime) -> list[Event]:
+        chat = str(message.chat.id)
+        if message.new_chat_members:
+            return [Event(EventKind.JOINED_GROUP, CHANNEL, str(m.id), now, ChatType.GROUP, chat,
+                          profile=Profile(name=m.full_name)) for m in message.new_chat_members if not m.is_bot]
+        if message.left_chat_member is not None:
+            member = message.left_chat_member
+            return [Event(EventKind.LEFT_GROUP, CHANNEL, str(member.id), now, ChatType.GROUP, chat)]
+        user = message.from_user
+        assert user is not None
+        text = message.text or message.caption or ""
+        username = self.app.bot.username
+        mentioned = bool(username) and f"@{username}".lower() in text.lower()
+        replied_to_bot = bool(message.reply_to_message and message.reply_to_message.from_user
+                              and message.reply_to_message.from_user.id == self.app.bot.id)
+        if mentioned:
+            text = text.replace(f"@{username}", "").strip()
+        return [Event(EventKind.MESSAGE, CHANNEL, str(user.id), now, ChatType.GROUP, chat, text=text,
+                      message_id=f"{chat}:{message.message_id}",
+                      sender_role=Role.BOT if user.is_bot else Role.CUSTOMER,
+                      mentions_bot=mentioned or replied_to_bot, profile=Profile(name=user.full_name),
+                      content_type=_content_type(message))]
+
+    # --- outbound ---------------------------------------------------------------------------
+
+    async def deliver(self, action: Action) -> None:
+        chat_id = int(action.address.chat_id)
+        bot = self.app.bot
+        try:
+            if action.kind is ActionKind.SAY:
+                await bot.send_message(chat_id, action.text)
+            elif action.kind is ActionKind.DELETE and action.target_ref:
+                await bot.delete_message(chat_id, int(action.target_ref.rpartition(":")[2]))
+            elif action.kind is ActionKind.MUTE and action.target_id:
+                await self._moderate(action, bot.restrict_chat_member(
+                    chat_id, int(action.target_id), ChatPermissions.no_permissions(), until_date=action.until))
+            elif action.kind is ActionKind.REMOVE and action.target_id:
+                await self._moderate(action, bot.ban_chat_member(chat_id, int(action.target_id)))
+        except RetryAfter as exc:
+            wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            raise DeliveryError(f"telegram asks to wait {seconds:.0f}s", retry_after=seconds) from None
+        except Forbidden as exc:
+            if action.address.chat_type is ChatType.DIRECT:
+                # the customer blocked the bot: record it as churn so nothing more is attempted
+                await self.handle(Event(EventKind.CONTACT_REMOVED, CHANNEL, action.address.chat_id,
+                                        self.clock.now()))
+            raise DeliveryError(f"telegram: {exc.message}", permanent=True) from None
+        except BadRequest as exc:
+            raise DeliveryError(f"telegram: {exc.message}", permanent=True) from None
+        except TelegramError as exc:
+            raise DeliveryError(f"telegram: {exc}") from None
+
+    async def _moderate(self, action: Action, call: Awaitable[object]) -> None:
+        """Mute or ban; without admin rights say so once in the log and fall back to a warning."""
+        try:
+            await call
+        except BadRequest as exc:
+            if "rights" not in exc.message.lower() and "admin" not in exc.message.lower():
+                raise
+            group = action.address.chat_id
+            if group not in self._no_admin_warned:
+                self._no_admin_warned.add(group)
+                log.warning("telegram: the bot is not an admin in %s (%s); warning instead of %s",
+                            group, exc.message, action.kind.value)
+            await self.app.bot.send_message(int(group), action.text or "请遵守群规，勿发广告或刷屏。")
