@@ -1,9 +1,19 @@
 """The narrow interface every transport implements."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from bot.events import Action
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The platform took the message but a person must still send it (WeCom's assisted sending)."""
+
+    platform_ref: str
+    expires_at: datetime
 
 
 class DeliveryError(Exception):
@@ -20,7 +30,8 @@ class Transport(Protocol):
 
     channel: str
 
-    async def deliver(self, action: Action) -> None:
-        """Hand one action to the platform; raise DeliveryError on failure. Must tolerate a repeat
-        of the same `action.ref` (after a crash the outbox may deliver it again)."""
+    async def deliver(self, action: Action) -> Pending | None:
+        """Hand one action to the platform; raise DeliveryError on failure; return Pending when a
+        person must confirm it. Must tolerate a repeat of the same `action.ref` (after a crash the
+        outbox may deliver it again)."""
         ...

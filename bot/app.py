@@ -23,6 +23,7 @@ from bot.clock import Clock, SystemClock
 from bot.commands import STAFF_COMMANDS
 from bot.config import Settings
 from bot.delivery import Dispatcher
+from bot.inbox import InboxProcessor
 from bot.engine import Engine
 from bot.events import ChatType, Event
 from bot.enrolment import JourneyRunner
@@ -50,6 +51,7 @@ class App:
         self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker)
         self.transports: dict[str, Transport] = {}
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
+        self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)
 
     def conversation_link(self, channel: str, chat_id: str) -> str:
         """Where a guide opens the conversation: the platform's own link when the transport has one."""
@@ -81,7 +83,9 @@ class App:
     async def tick(self) -> list[TouchOutcome]:
         """One pass: run due touches, then deliver what is queued."""
         outcomes = await self.scheduler.run_due()
+        await self.inbox.process()
         await self.dispatcher.flush()
+        await self.dispatcher.confirm_pending()
         return outcomes
 
     async def run_forever(self, reload_every: float = 2.0) -> None:

@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
-from adapters.base import DeliveryError, Transport
+from adapters.base import DeliveryError, Pending, Transport
 from bot.clock import Clock
 from bot.config import DeliveryRate
 from bot.ratelimit import TokenBucket
 from bot.events import Action, ActionKind, Address, ChatType
 from storage import repo
 from storage.db import Database
-from storage.models import Message
+from storage.models import Message, Touch
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +75,15 @@ class Dispatcher:
         action = Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type),
                                                              message.chat_id),
                         message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
-                        target_ref=message.target_ref, until=message.until)
+                        target_ref=message.target_ref, until=message.until, sender_id=message.sender_id)
         try:
-            await self.transports[message.channel].deliver(action)
-            values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
+            receipt = await self.transports[message.channel].deliver(action)
+            if isinstance(receipt, Pending):  # a guide must confirm it on the platform
+                values = {"platform_ref": receipt.platform_ref, "awaiting_until": receipt.expires_at,
+                          "delivery_claimed_until": receipt.expires_at}
+                await self._set_touch(message, "awaiting_guide", "assisted")
+            else:
+                values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
             sent = 1
         except DeliveryError as exc:
             sent = 0
@@ -95,3 +100,39 @@ class Dispatcher:
         async with self.db.session() as session, session.begin():
             await session.execute(update(Message).where(Message.id == message.id).values(**values))
         return sent
+
+    async def _set_touch(self, message: Message, status: str, reason: str) -> None:
+        if message.touch_id is None:
+            return
+        async with self.db.session() as session, session.begin():
+            await session.execute(update(Touch).where(Touch.id == message.touch_id).values(status=status,
+                                                                                           reason=reason))
+
+    async def confirm_pending(self) -> None:
+        """Ask platforms whether guides sent what they were asked to; expire what they did not."""
+        channels = [c for c, t in self.transports.items() if hasattr(t, "check_pending")]
+        if not channels:
+            return
+        async with self.db.session() as session:
+            waiting = await repo.awaiting_confirmation(session, channels)
+        for message in waiting:
+            transport = self.transports[message.channel]
+            try:
+                state = await transport.check_pending(message.platform_ref, message.chat_id,  # type: ignore[attr-defined]
+                                                      message.sender_id)
+            except DeliveryError as exc:
+                log.warning("cannot check assisted message %s: %s", message.id, exc)
+                continue
+            now = self.clock.now()
+            if state == "sent":
+                values: dict[str, object] = {"delivered_at": now, "delivery_claimed_until": None}
+                await self._set_touch(message, "sent", "confirmed_by_guide")
+            elif state == "failed" or (message.awaiting_until is not None and now >= message.awaiting_until):
+                why = "the guide did not send it in time" if state != "failed" else "the platform refused it"
+                values = {"delivery_error": why, "delivery_claimed_until": None}
+                await self._set_touch(message, "dropped", "guide_did_not_send" if state != "failed"
+                                      else "platform_refused")
+            else:
+                continue
+            async with self.db.session() as session, session.begin():
+                await session.execute(update(Message).where(Message.id == message.id).values(**values))

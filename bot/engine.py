@@ -133,6 +133,9 @@ class Engine:
                               source=profile.source, tags=list(profile.tags), interests=list(profile.interests),
                               profile={}, birthday=profile.birthday, timezone=profile.timezone,
                               opted_out=False, churned=False, replies=0, added_at=event.at)
+            if profile.guide_id:
+                staff = await repo.staff_by_identity(session, event.channel, profile.guide_id)
+                contact.guide_key = staff.key if staff else contact.guide_key
             session.add(contact)
             await session.flush()
             return contact, True

@@ -46,6 +46,7 @@ class Profile:
     timezone: str | None = None
     tags: tuple[str, ...] = ()
     interests: tuple[str, ...] = ()
+    guide_id: str | None = None  # the staff member's platform id, when the platform says whose customer it is
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,4 @@ class Action:
     target_id: str | None = None
     target_ref: str | None = None
     until: datetime | None = None
+    sender_id: str | None = None  # the guide a platform should send as (WeCom assisted sending)

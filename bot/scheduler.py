@@ -162,9 +162,12 @@ class Scheduler:
             text = render(step.template_for(variant), self._render_context(contact, touch, now))
         except TemplateProblem as exc:
             return await self._finish(session, touch, "dropped", "render_error", str(exc), now)
+        guide_key = contact.guide_key or self.settings.default_guide
+        guide = self.settings.guide(guide_key)
+        sender = guide.identities.get(contact.channel, "bot") if guide else "bot"
         message = repo.add_message(
             session, channel=contact.channel, chat_type=ChatType.DIRECT.value, chat_id=contact.external_id,
-            direction="out", sender_role="bot", sender_id="bot", contact_id=contact.id, text=text,
+            direction="out", sender_role="bot", sender_id=sender, contact_id=contact.id, text=text,
             touch_id=touch.id, idempotency_key=f"touch:{touch.idempotency_key}", created_at=now)
         if not await repo.release_touch(session, touch.id, self.worker_id, status="sent", finished_at=now,
                                         variant=variant.name if variant else None, reason=decision.reason):

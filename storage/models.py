@@ -210,6 +210,8 @@ class Message(Base):
     delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivery_error: Mapped[str | None] = mapped_column(Text)  # set when delivery was given up
+    platform_ref: Mapped[str | None] = mapped_column(String(191))  # e.g. an assisted send's msgid
+    awaiting_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # waiting for a guide to confirm
 
 
 class GuardEvent(Base):
@@ -229,3 +231,30 @@ class GuardEvent(Base):
     reason: Mapped[str] = mapped_column(Text)
     excerpt: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboxItem(Base):
+    """A platform callback stored before it is processed: answered at once, handled durably, once."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("channel", "dedupe_key", name="uq_inbox_dedupe"),
+                      Index("ix_inbox_pending", "processed_at", "id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(191))
+    payload: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class KeyValue(Base):
+    """Small durable adapter state, e.g. the 微信客服 sync cursor."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(191), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,6 +14,8 @@ from storage.models import (
     Enrolment,
     Group,
     GuardEvent,
+    InboxItem,
+    KeyValue,
     Membership,
     Message,
     ProcessedInbound,
@@ -279,3 +281,49 @@ async def unanswered_questions(session: AsyncSession, since: datetime, limit: in
     return (await session.scalars(select(Message.text).where(
         Message.direction == "in", Message.handoff.is_(True), Message.created_at >= since)
         .order_by(Message.id.desc()).limit(limit))).all()
+
+
+async def remember_inbound(session: AsyncSession, channel: str, dedupe_key: str, payload: str,
+                           now: datetime) -> bool:
+    """Store a callback for processing; False when the same one is already stored (a retry)."""
+    return await insert_ignore(session, InboxItem, {"channel": channel, "dedupe_key": dedupe_key,
+                                                    "payload": payload, "received_at": now, "attempts": 0})
+
+
+async def unprocessed_inbox(session: AsyncSession, channels: Sequence[str], limit: int = 100) -> Sequence[InboxItem]:
+    query = select(InboxItem).where(InboxItem.processed_at.is_(None), InboxItem.channel.in_(channels),
+                                    InboxItem.attempts < 5).order_by(InboxItem.id).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return (await session.scalars(query)).all()
+
+
+async def get_value(session: AsyncSession, key: str) -> str | None:
+    row = await session.get(KeyValue, key)
+    return row.value if row else None
+
+
+async def set_value(session: AsyncSession, key: str, value: str, now: datetime) -> None:
+    row = await session.get(KeyValue, key)
+    if row is None:
+        session.add(KeyValue(key=key, value=value, updated_at=now))
+    else:
+        row.value, row.updated_at = value, now
+
+
+async def awaiting_confirmation(session: AsyncSession, channels: Sequence[str]) -> Sequence[Message]:
+    return (await session.scalars(select(Message).where(
+        Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
+        Message.awaiting_until.isnot(None), Message.channel.in_(channels)).order_by(Message.id))).all()
+
+
+async def delivery_window(session: AsyncSession, channel: str, chat_id: str) -> tuple[datetime | None, int]:
+    """(the customer's last message, how many of ours were delivered since) on one channel."""
+    last_in = await session.scalar(select(func.max(Message.created_at)).where(
+        Message.channel == channel, Message.chat_id == chat_id, Message.direction == "in"))
+    if last_in is None:
+        return None, 0
+    sent = await session.scalar(select(func.count()).select_from(Message).where(
+        Message.channel == channel, Message.chat_id == chat_id, Message.direction == "out",
+        Message.delivered_at.isnot(None), Message.delivered_at >= last_in))
+    return last_in, int(sent or 0)
