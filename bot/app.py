@@ -10,6 +10,8 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -17,12 +19,17 @@ from aiohttp import web
 from adapters.base import Transport
 from adapters.console import ConsoleChat, stdin_line
 from adapters.telegram import TelegramAdapter
+from adapters.wecom.adapter import CHANNEL as WECOM
+from adapters.wecom.adapter import KF_CHANNEL, WeComAdapter, WeComCallback, WeComKf
+from adapters.wecom.api import WeComClient
+from adapters.wecom.crypto import WeComCrypto
 from adapters.webchat import WebChat
 from adapters.webchat.server import CHANNEL as WEBCHAT, HistoryLine
 from bot.clock import Clock, SystemClock
 from bot.commands import STAFF_COMMANDS
 from bot.config import Settings
 from bot.delivery import Dispatcher
+from bot.durations import parse_duration
 from bot.inbox import InboxProcessor
 from bot.engine import Engine
 from bot.events import ChatType, Event
@@ -52,6 +59,7 @@ class App:
         self.transports: dict[str, Transport] = {}
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
         self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)
+        self.closers: list[Callable[[], Awaitable[None]]] = []  # transports' own connections
 
     def conversation_link(self, channel: str, chat_id: str) -> str:
         """Where a guide opens the conversation: the platform's own link when the transport has one."""
@@ -81,9 +89,9 @@ class App:
         await self.tick()
 
     async def tick(self) -> list[TouchOutcome]:
-        """One pass: run due touches, then deliver what is queued."""
-        outcomes = await self.scheduler.run_due()
+        """One pass: stored callbacks, due touches, then delivery of what is queued."""
         await self.inbox.process()
+        outcomes = await self.scheduler.run_due()
         await self.dispatcher.flush()
         await self.dispatcher.confirm_pending()
         return outcomes
@@ -107,6 +115,8 @@ class App:
                 await asyncio.wait_for(self.engine.work_ready.wait(), self.settings.scheduler.poll_seconds)
 
     async def close(self) -> None:
+        for close in self.closers:
+            await close()
         await self.db.close()
 
 
@@ -145,9 +155,48 @@ def enable_telegram(app: App) -> TelegramAdapter | None:
     return telegram
 
 
+def enable_wecom(app: App) -> WeComCallback | None:
+    """WeCom callback, customer contact and 微信客服 when the corp id, token and AES key are set."""
+    settings = app.settings.adapters.wecom
+    if not settings.enabled:
+        return None
+    assert settings.corp_id and settings.token and settings.encoding_aes_key
+    client = WeComClient(settings.corp_id, settings.secret or "", app.clock, settings.api_base)
+    app.closers.append(client.close)
+
+    async def get_value(key: str) -> str | None:
+        async with app.db.session() as session:
+            return await repo.get_value(session, key)
+
+    async def set_value(key: str, value: str) -> None:
+        async with app.db.session() as session, session.begin():
+            await repo.set_value(session, key, value, app.clock.now())
+
+    async def window(chat_id: str) -> tuple[datetime | None, int]:
+        async with app.db.session() as session:
+            return await repo.delivery_window(session, KF_CHANNEL, chat_id)
+
+    async def remember(channel: str, key: str, payload: str) -> bool:
+        async with app.db.session() as session, session.begin():
+            return await repo.remember_inbound(session, channel, key, payload, app.clock.now())
+
+    kf = WeComKf(client, app.clock, (get_value, set_value), window)
+    staff_ids = {m.identities["wecom"] for m in app.settings.staff if "wecom" in m.identities}
+    wecom = WeComAdapter(client, settings.agent_id or "", app.clock, staff_ids, kf,
+                         parse_duration(settings.assisted_expiry))
+    app.add_transport(wecom)
+    app.add_transport(kf)
+    app.inbox.translators[WECOM] = wecom.translate
+    crypto = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
+    return WeComCallback(crypto, app.clock, remember, app.engine.work_ready.set, settings.timestamp_window)
+
+
 def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Application:
     """The aiohttp application `siyu serve` runs: health check plus every enabled HTTP adapter."""
     web_app = web.Application()
+    wecom = enable_wecom(app)
+    if wecom is not None:
+        wecom.install(web_app)
     if telegram is not None and telegram.mode == "webhook":
         telegram.install(web_app)
 

@@ -150,9 +150,29 @@ class TelegramSettings(_Strict):
     webhook_secret: str | None = Field(None, exclude=True)
 
 
+class WeComSettings(_Strict):
+    """The callback route is on when corp_id, token and encoding_aes_key are set (secrets: env only)."""
+
+    corp_id: str | None = None
+    agent_id: str | None = None
+    api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
+    timestamp_window: int = Field(300, ge=0)  # seconds; 0 disables the freshness check
+    assisted_expiry: str = "24h"              # how long a guide has to confirm an assisted send
+    token: str | None = Field(None, exclude=True)
+    encoding_aes_key: str | None = Field(None, exclude=True)
+    secret: str | None = Field(None, exclude=True)
+
+    _d = field_validator("assisted_expiry")(_check_duration)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corp_id and self.token and self.encoding_aes_key)
+
+
 class AdapterSettings(_Strict):
     webchat: WebchatSettings = WebchatSettings()
     telegram: TelegramSettings = TelegramSettings()
+    wecom: WeComSettings = WeComSettings()
 
 
 class SchedulerSettings(_Strict):
@@ -196,6 +216,12 @@ class Settings(_Strict):
         return next((s for s in self.staff if s.id == wanted), None)
 
 
+ENV_SETTINGS = {  # SIYU_<ADAPTER>_<KEY> overrides adapters.<adapter>.<key>
+    "telegram": ("token", "api_base", "webhook_secret"),
+    "wecom": ("corp_id", "token", "encoding_aes_key", "secret", "agent_id", "api_base", "timestamp_window"),
+}
+
+
 def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
     """Read and validate config.yaml (a missing file means all defaults); env vars override."""
     env = dict(os.environ if env is None else env)
@@ -214,17 +240,21 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
     for variable, key in (("SIYU_LLM_BASE_URL", "base_url"), ("SIYU_LLM_MODEL", "model")):
         if env.get(variable):
             data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
-    if data.get("adapters", {}) and isinstance(data["adapters"].get("telegram"), dict) \
-            and "token" in data["adapters"]["telegram"]:
-        raise ScriptError([Problem(str(path), doc.line("adapters", "telegram", "token") if doc else 1,
-                                   "adapters.telegram.token: secrets never go in config.yaml — "
-                                   "set SIYU_TELEGRAM_TOKEN instead")])
-    telegram = {k: env[v] for k, v in (("token", "SIYU_TELEGRAM_TOKEN"), ("api_base", "SIYU_TELEGRAM_API_BASE"),
-                                       ("webhook_secret", "SIYU_TELEGRAM_WEBHOOK_SECRET")) if env.get(v)}
-    if telegram:
-        adapters = dict(data.get("adapters") or {})
-        adapters["telegram"] = {**(adapters.get("telegram") or {}), **telegram}
-        data["adapters"] = adapters
+    for adapter, secrets in (("telegram", ("token", "webhook_secret")),
+                             ("wecom", ("token", "encoding_aes_key", "secret"))):
+        section = (data.get("adapters") or {}).get(adapter)
+        for secret in secrets:
+            if isinstance(section, dict) and secret in section:
+                variable = f"SIYU_{adapter.upper()}_{secret.upper()}"
+                raise ScriptError([Problem(str(path), doc.line("adapters", adapter, secret) if doc else 1,
+                                           f"adapters.{adapter}.{secret}: secrets never go in config.yaml — "
+                                           f"set {variable} instead")])
+        overrides = {key: env[f"SIYU_{adapter.upper()}_{key.upper()}"] for key in ENV_SETTINGS[adapter]
+                     if env.get(f"SIYU_{adapter.upper()}_{key.upper()}")}
+        if overrides:
+            adapters = dict(data.get("adapters") or {})
+            adapters[adapter] = {**(adapters.get(adapter) or {}), **overrides}
+            data["adapters"] = adapters
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

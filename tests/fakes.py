@@ -174,3 +174,87 @@ def tg_blocked(user_id: int, name: str) -> dict[str, Any]:
                                "from": tg_user(user_id, name), "date": 1_772_000_000,
                                "old_chat_member": {"user": BOT_USER, "status": "member"},
                                "new_chat_member": {"user": BOT_USER, "status": "kicked", "until_date": 0}}}
+
+
+@dataclass
+class FakeQyapi:
+    """qyapi.weixin.qq.com/cgi-bin as WeCom answers it: tokens that expire, errcodes on demand."""
+
+    corp_id: str = "wwcorp0001"
+    secret: str = "s3cret"
+    token_number: int = 0
+    valid_token: str | None = None
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    errors: dict[str, list[int]] = field(default_factory=dict)
+    send_status: dict[tuple[str, str], int] = field(default_factory=dict)
+    kf_messages: list[dict[str, Any]] = field(default_factory=list)
+    kf_page: int = 2
+    group_members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    server: TestServer | None = None
+    _msgids: int = 0
+
+    def expire_token(self) -> None:
+        self.valid_token = None
+
+    def fail(self, path: str, *errcodes: int) -> None:
+        self.errors.setdefault(path, []).extend(errcodes)
+
+    def called(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in self.calls if p == path]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        path = "/" + request.match_info["path"]
+        if path == "/gettoken":
+            if request.query.get("corpid") != self.corp_id or request.query.get("corpsecret") != self.secret:
+                return web.json_response({"errcode": 40001, "errmsg": "invalid credential"})
+            self.token_number += 1
+            self.valid_token = f"token-{self.token_number}"
+            return web.json_response({"errcode": 0, "errmsg": "ok", "access_token": self.valid_token,
+                                      "expires_in": 7200})
+        if request.query.get("access_token") != self.valid_token:
+            return web.json_response({"errcode": 42001, "errmsg": "access_token expired"})
+        body = await request.json() if request.can_read_body else dict(request.query)
+        if self.errors.get(path):
+            code = self.errors[path].pop(0)
+            return web.json_response({"errcode": code, "errmsg": "api freq out of limit" if code == 45009 else "error"})
+        self.calls.append((path, body))
+        return web.json_response({"errcode": 0, "errmsg": "ok", **self._result(path, body)})
+
+    def _result(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path == "/externalcontact/get":
+            who = body.get("external_userid", "")
+            return {"external_contact": {"external_userid": who, "name": f"客户{who[-4:]}", "type": 1},
+                    "follow_user": [{"userid": "guide01", "tags": [{"tag_name": "high_value", "type": 1}]}]}
+        if path == "/externalcontact/add_msg_template":
+            self._msgids += 1
+            return {"fail_list": [], "msgid": f"msgGROUPSEND_{self._msgids}"}
+        if path == "/externalcontact/get_groupmsg_send_result":
+            rows = [{"external_userid": customer, "userid": body["userid"], "status": status}
+                    for (msgid, customer), status in self.send_status.items() if msgid == body["msgid"]]
+            return {"next_cursor": "", "send_list": rows}
+        if path == "/kf/sync_msg":
+            start = int(body.get("cursor") or 0)
+            page = self.kf_messages[start:start + self.kf_page]
+            end = start + len(page)
+            return {"next_cursor": str(end), "has_more": int(end < len(self.kf_messages)), "msg_list": page}
+        if path == "/externalcontact/groupchat/get":
+            return {"group_chat": {"chat_id": body["chat_id"], "name": "会员群",
+                                   "member_list": self.group_members.get(body["chat_id"], [])}}
+        if path == "/kf/customer/batchget":
+            return {"customer_list": [{"external_userid": c, "nickname": f"微信用户{c[-1]}"}
+                                      for c in body["external_userid_list"]], "invalid_external_userid": []}
+        if path == "/kf/send_msg":
+            self._msgids += 1
+            return {"msgid": f"kfmsg_{self._msgids}"}
+        return {}
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_route("*", "/cgi-bin/{path:.*}", self._handle)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"http://127.0.0.1:{self.server.port}/cgi-bin"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()

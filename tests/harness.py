@@ -93,6 +93,11 @@ class Harness:
                                            text=text, message_id=f"g{next(self._ids)}", sender_role=Role.STAFF))
         await self.app.tick()
 
+    async def guide_says_on(self, channel: str, guide_id: str, text: str) -> None:
+        await self.app.engine.handle(Event(EventKind.MESSAGE, channel, guide_id, self.clock.now(), text=text,
+                                           message_id=f"g{next(self._ids)}", sender_role=Role.STAFF))
+        await self.app.tick()
+
     async def member_says_in_group(self, member: str, group: str, text: str, mention: bool = False,
                                    content_type: str = "text", role: Role = Role.CUSTOMER) -> None:
         await self.app.engine.handle(Event(EventKind.MESSAGE, CHANNEL, member, self.clock.now(), ChatType.GROUP,

@@ -1,0 +1,298 @@
+"""WeCom transports: the app callback, customer contact (客户联系) and 微信客服 (kf).
+
+Capabilities differ per channel, and the adapter plans around them:
+- `wecom`: staff get app messages directly (message/send); an external contact can only be
+  greeted through the add event's welcome code (20 s, once), and is otherwise reached by an
+  *assisted* send — the platform queues it for the guide to confirm (add_msg_template).
+- `wecom_kf`: 微信客服 may answer directly, but only within 48 h of the customer's last
+  message and at most 5 messages in that window.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from xml.etree.ElementTree import Element
+
+import defusedxml.ElementTree as SafeXML
+from aiohttp import web
+from defusedxml import DefusedXmlException
+
+from adapters.base import DeliveryError, Pending
+from adapters.wecom.api import WeComClient, WeComError
+from adapters.wecom.crypto import CallbackError, StaleTimestamp, Undecryptable, WeComCrypto
+from bot.clock import Clock
+from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+
+log = logging.getLogger(__name__)
+CHANNEL = "wecom"
+KF_CHANNEL = "wecom_kf"
+CALLBACK_PATH = "/wecom/callback"
+WELCOME_WINDOW = timedelta(seconds=20)
+KF_WINDOW = timedelta(hours=48)
+KF_MAX_MESSAGES = 5
+KF_CURSOR_KEY = "wecom_kf:cursor"
+
+Remember = Callable[[str, str, str], Awaitable[bool]]            # channel, dedupe key, payload → stored?
+ValueStore = tuple[Callable[[str], Awaitable[str | None]], Callable[[str, str], Awaitable[None]]]
+WindowLookup = Callable[[str], Awaitable[tuple[datetime | None, int]]]
+
+
+def _fields(xml: str) -> dict[str, str]:
+    """Child elements of a WeCom XML document as a flat mapping (defusedxml: no entity tricks)."""
+    root: Element = SafeXML.fromstring(xml)
+    return {child.tag: (child.text or "").strip() for child in root}
+
+
+@dataclass
+class WeComCallback:
+    """`/wecom/callback`: verifies and decrypts, answers at once, and leaves the work to the inbox."""
+
+    crypto: WeComCrypto
+    clock: Clock
+    remember: Remember
+    wake: Callable[[], None]
+    timestamp_window: int = 300
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get(CALLBACK_PATH, self._verify_url)
+        app.router.add_post(CALLBACK_PATH, self._receive)
+
+    def _check_fresh(self, timestamp: str) -> None:
+        try:
+            sent = int(timestamp)
+        except ValueError:
+            raise Undecryptable("timestamp is not a number") from None
+        if self.timestamp_window and abs(self.clock.now().timestamp() - sent) > self.timestamp_window:
+            raise StaleTimestamp(f"timestamp {sent} is outside ±{self.timestamp_window}s")
+
+    async def _verify_url(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            self._check_fresh(q.get("timestamp", ""))
+            self.crypto.verify(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""),
+                               q.get("echostr", ""))
+            return web.Response(text=self.crypto.decrypt(q.get("echostr", "")))
+        except CallbackError as exc:
+            log.warning("wecom URL check refused (%s): %s", type(exc).__name__, exc)
+            return web.Response(status=exc.status)
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            self._check_fresh(q.get("timestamp", ""))
+            body = await request.text()
+            try:
+                encrypt = _fields(body).get("Encrypt", "")
+            except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
+                raise Undecryptable(f"body is not acceptable XML ({type(exc).__name__})") from None
+            if not encrypt:
+                raise Undecryptable("no Encrypt element")
+            self.crypto.verify(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""), encrypt)
+            plain = self.crypto.decrypt(encrypt)
+            try:
+                fields = _fields(plain)
+            except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
+                raise Undecryptable(f"decrypted message is not acceptable XML ({type(exc).__name__})") from None
+        except CallbackError as exc:
+            log.warning("wecom callback refused (%s): %s", type(exc).__name__, exc)
+            return web.Response(status=exc.status)
+        # WeCom retries after 5 s: store, answer at once, process from the inbox
+        key = fields.get("MsgId") or hashlib.sha256(plain.encode()).hexdigest()
+        if await self.remember(CHANNEL, key, plain):
+            self.wake()
+        return web.Response(text="success")
+
+
+@dataclass
+class WeComAdapter:
+    """Customer contact and app messages for one corp."""
+
+    client: WeComClient
+    agent_id: str
+    clock: Clock
+    staff_ids: set[str]
+    kf: "WeComKf | None" = None
+    assisted_expiry: timedelta = timedelta(hours=24)
+    channel: str = CHANNEL
+    # welcome codes live 20 s, so keeping them in memory loses nothing a restart would not
+    _welcome: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    async def translate(self, payload: str) -> list[Event]:
+        f = _fields(payload)
+        now = self.clock.now()
+        kind, event = f.get("MsgType"), f.get("Event", "")
+        if kind == "text":  # a staff member writing to the app (commands)
+            return [Event(EventKind.MESSAGE, CHANNEL, f.get("FromUserName", ""), now, text=f.get("Content", ""),
+                          message_id=f.get("MsgId"), sender_role=Role.STAFF)]
+        if kind != "event":
+            return []
+        if event == "kf_msg_or_event" and self.kf is not None:
+            return await self.kf.pull(f.get("Token", ""), f.get("OpenKfId", ""))
+        if event == "change_external_contact":
+            return await self._contact_change(f, now)
+        if event == "change_external_chat":
+            return await self._chat_change(f, now)
+        return []
+
+    async def _contact_change(self, f: dict[str, str], now: datetime) -> list[Event]:
+        change, customer, guide = f.get("ChangeType"), f.get("ExternalUserID", ""), f.get("UserID", "")
+        if change in ("add_external_contact", "add_half_external_contact"):
+            if f.get("WelcomeCode"):
+                self._welcome[customer] = (f["WelcomeCode"], now)
+            name, tags = customer, ()
+            try:
+                detail = await self.client.call("/externalcontact/get", params={"external_userid": customer})
+                name = detail.get("external_contact", {}).get("name") or customer
+                follow = next((u for u in detail.get("follow_user", []) if u.get("userid") == guide), {})
+                tags = tuple(t.get("tag_name", "") for t in follow.get("tags", []) if t.get("tag_name"))
+            except WeComError as exc:
+                log.warning("wecom: cannot read contact %s: %s", customer, exc)
+            return [Event(EventKind.CONTACT_ADDED, CHANNEL, customer, now, profile=Profile(
+                name=name, source=f.get("State") or None, tags=tags, guide_id=guide or None))]
+        if change in ("del_external_contact", "del_follow_user"):
+            return [Event(EventKind.CONTACT_REMOVED, CHANNEL, customer, now)]
+        return []
+
+    async def _chat_change(self, f: dict[str, str], now: datetime) -> list[Event]:
+        chat, change = f.get("ChatId", ""), f.get("ChangeType")
+        if change not in ("create", "update") or f.get("UpdateDetail") in ("del_member",):
+            return []
+        try:
+            data = await self.client.call("/externalcontact/groupchat/get", {"chat_id": chat, "need_name": 1})
+        except WeComError as exc:
+            log.warning("wecom: cannot read group %s: %s", chat, exc)
+            return []
+        members = data.get("group_chat", {}).get("member_list", [])
+        # membership is idempotent in storage: re-announcing existing members changes nothing
+        return [Event(EventKind.JOINED_GROUP, CHANNEL, m["userid"], now, ChatType.GROUP, chat,
+                      profile=Profile(name=m.get("name") or None))
+                for m in members if m.get("type") == 2 and m.get("userid")]
+
+    async def mark_tag(self, guide: str, customer: str, tag_ids: Sequence[str]) -> None:
+        """Write tags onto the contact (the client retries WeCom's 45033 concurrency answers)."""
+        await self.client.call("/externalcontact/mark_tag", {"userid": guide, "external_userid": customer,
+                                                              "add_tag": list(tag_ids)})
+
+    async def deliver(self, action: Action) -> Pending | None:
+        if action.kind is not ActionKind.SAY:
+            return None  # external groups cannot be moderated through the API
+        target = action.address.chat_id
+        try:
+            if target in self.staff_ids:
+                await self._app_message(target, action.text)
+                return None
+            welcome = self._welcome.pop(target, None)
+            if welcome is not None:
+                code, received = welcome
+                if self.clock.now() - received <= WELCOME_WINDOW:
+                    return await self._welcome_message(code, action.text)
+                log.info("wecom: welcome code for %s is older than 20 s; not attempted", target)
+            return await self._assisted(target, action)
+        except WeComError as exc:
+            raise DeliveryError(str(exc), permanent=exc.errcode not in (0, -1, 45009, 45033)) from None
+
+    async def _app_message(self, userid: str, text: str) -> None:
+        await self.client.call("/message/send", {"touser": userid, "msgtype": "text",
+                                                 "agentid": int(self.agent_id or 0), "text": {"content": text}})
+
+    async def _welcome_message(self, code: str, text: str) -> None:
+        try:
+            await self.client.call("/externalcontact/send_welcome_msg", {"welcome_code": code,
+                                                                         "text": {"content": text}})
+        except WeComError as exc:
+            if exc.errcode != 41051:
+                raise
+            # another app greeted first: recorded, and nothing else to do
+            raise DeliveryError("41051: the customer was already welcomed by another app", permanent=True) from None
+
+    async def _assisted(self, customer: str, action: Action) -> Pending:
+        guide = action.sender_id if action.sender_id and action.sender_id != "bot" else None
+        if guide is None:
+            raise DeliveryError(f"no guide to send as for {customer}", permanent=True)
+        result = await self.client.call("/externalcontact/add_msg_template", {
+            "chat_type": "single", "external_userid": [customer], "sender": guide,
+            "text": {"content": action.text}})
+        await self._app_message(guide, "您有一条客户消息待确认发送：请在企业微信「客户联系 → 群发助手」中确认。\n"
+                                       f"内容：{action.text[:60]}")
+        return Pending(str(result.get("msgid", "")), self.clock.now() + self.assisted_expiry)
+
+    async def check_pending(self, msgid: str | None, customer: str, guide: str | None) -> str:
+        """`sent`, `failed` or `waiting`, from get_groupmsg_send_result."""
+        if not msgid or not guide:
+            return "failed"
+        try:
+            data = await self.client.call("/externalcontact/get_groupmsg_send_result",
+                                          {"msgid": msgid, "userid": guide, "limit": 1000})
+        except WeComError as exc:
+            raise DeliveryError(str(exc)) from None
+        for row in data.get("send_list", []):
+            if row.get("external_userid") == customer:
+                return {1: "sent", 2: "failed", 3: "failed"}.get(int(row.get("status", 0)), "waiting")
+        return "waiting"
+
+
+@dataclass
+class WeComKf:
+    """微信客服: pull messages with a persisted cursor, answer within the platform's window."""
+
+    client: WeComClient
+    clock: Clock
+    values: ValueStore
+    window: WindowLookup
+    channel: str = KF_CHANNEL
+
+    async def pull(self, token: str, open_kfid: str) -> list[Event]:
+        get, put = self.values
+        events: list[Event] = []
+        while True:
+            cursor = await get(KF_CURSOR_KEY)
+            body: dict[str, object] = {"limit": 1000, "open_kfid": open_kfid}
+            if cursor:
+                body["cursor"] = cursor
+            if token:
+                body["token"] = token
+            data = await self.client.call("/kf/sync_msg", body)
+            # 3 = from the customer; system events and our own echoes are not questions
+            questions = [m for m in data.get("msg_list", []) if m.get("origin") == 3 and m.get("msgtype") == "text"]
+            names = await self._nicknames({m["external_userid"] for m in questions})
+            for message in questions:
+                chat_id = f"{message['open_kfid']}:{message['external_userid']}"
+                events.append(Event(EventKind.MESSAGE, KF_CHANNEL, chat_id, self.clock.now(),
+                                    text=message.get("text", {}).get("content", ""), message_id=message["msgid"],
+                                    profile=Profile(name=names.get(message["external_userid"]))))
+            if data.get("next_cursor"):
+                await put(KF_CURSOR_KEY, str(data["next_cursor"]))  # saved per page: a restart resumes here
+            if not data.get("has_more"):
+                return events
+
+    async def _nicknames(self, customers: set[str]) -> dict[str, str]:
+        if not customers:
+            return {}
+        try:
+            data = await self.client.call("/kf/customer/batchget", {"external_userid_list": sorted(customers)})
+        except WeComError as exc:
+            log.warning("wecom kf: cannot read customer names: %s", exc)
+            return {}
+        return {c["external_userid"]: c.get("nickname", "") for c in data.get("customer_list", [])
+                if c.get("nickname")}
+
+    async def deliver(self, action: Action) -> None:
+        if action.kind is not ActionKind.SAY:
+            return
+        open_kfid, _, customer = action.address.chat_id.partition(":")
+        last_in, sent = await self.window(action.address.chat_id)
+        now = self.clock.now()
+        if last_in is None or now - last_in > KF_WINDOW:
+            raise DeliveryError("95018: more than 48 h since the customer's last message", permanent=True)
+        if sent >= KF_MAX_MESSAGES:
+            raise DeliveryError("95018: 5 messages already sent since the customer's last message", permanent=True)
+        try:
+            await self.client.call("/kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "text",
+                                                    "text": {"content": action.text}})
+        except WeComError as exc:
+            raise DeliveryError(str(exc), permanent=exc.errcode == 95018) from None
+
+
