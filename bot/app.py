@@ -19,6 +19,7 @@ from aiohttp import web
 from adapters.base import Transport
 from adapters.console import ConsoleChat, stdin_line
 from adapters.telegram import TelegramAdapter
+from adapters.wecom.aibot import AiBotConnection
 from adapters.wecom.adapter import CHANNEL as WECOM
 from adapters.wecom.adapter import KF_CHANNEL, WeComAdapter, WeComCallback, WeComKf
 from adapters.wecom.api import WeComClient
@@ -191,6 +192,16 @@ def enable_wecom(app: App) -> WeComCallback | None:
     return WeComCallback(crypto, app.clock, remember, app.engine.work_ready.set, settings.timestamp_window)
 
 
+def enable_wecom_aibot(app: App) -> AiBotConnection | None:
+    settings = app.settings.adapters.wecom
+    if not (settings.aibot_id and settings.aibot_secret):
+        return None
+    bot = AiBotConnection(settings.aibot_id, settings.aibot_secret, app.engine.handle, app.clock,
+                          url=settings.aibot_url)
+    app.add_transport(bot)
+    return bot
+
+
 def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Application:
     """The aiohttp application `siyu serve` runs: health check plus every enabled HTTP adapter."""
     web_app = web.Application()
@@ -220,9 +231,14 @@ async def serve(app: App, host: str, port: int) -> None:
     log.info("siyu is listening on http://%s:%s/", host, port)
     if telegram is not None:
         await telegram.start()
+    aibot = enable_wecom_aibot(app)
+    if aibot is not None:
+        aibot.start()
     try:
         await app.run_forever()
     finally:
+        if aibot is not None:
+            await aibot.stop()
         if telegram is not None:
             await telegram.stop()
         await runner.cleanup()

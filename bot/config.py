@@ -158,6 +158,9 @@ class WeComSettings(_Strict):
     api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
     timestamp_window: int = Field(300, ge=0)  # seconds; 0 disables the freshness check
     assisted_expiry: str = "24h"              # how long a guide has to confirm an assisted send
+    aibot_id: str | None = None               # 智能机器人 long connection: on with SIYU_WECOM_AIBOT_SECRET
+    aibot_url: str = "wss://openws.work.weixin.qq.com"
+    aibot_secret: str | None = Field(None, exclude=True)
     token: str | None = Field(None, exclude=True)
     encoding_aes_key: str | None = Field(None, exclude=True)
     secret: str | None = Field(None, exclude=True)
@@ -218,7 +221,8 @@ class Settings(_Strict):
 
 ENV_SETTINGS = {  # SIYU_<ADAPTER>_<KEY> overrides adapters.<adapter>.<key>
     "telegram": ("token", "api_base", "webhook_secret"),
-    "wecom": ("corp_id", "token", "encoding_aes_key", "secret", "agent_id", "api_base", "timestamp_window"),
+    "wecom": ("corp_id", "token", "encoding_aes_key", "secret", "agent_id", "api_base", "timestamp_window",
+              "aibot_id", "aibot_secret", "aibot_url"),
 }
 
 
@@ -241,7 +245,7 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
         if env.get(variable):
             data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
     for adapter, secrets in (("telegram", ("token", "webhook_secret")),
-                             ("wecom", ("token", "encoding_aes_key", "secret"))):
+                             ("wecom", ("token", "encoding_aes_key", "secret", "aibot_secret"))):
         section = (data.get("adapters") or {}).get(adapter)
         for secret in secrets:
             if isinstance(section, dict) and secret in section:

@@ -258,3 +258,70 @@ class FakeQyapi:
     async def close(self) -> None:
         if self.server is not None:
             await self.server.close()
+
+
+@dataclass
+class FakeAiBotGateway:
+    """The AI bot long-connection gateway: subscribe, ping, callbacks out, replies in, all as JSON frames."""
+
+    bot_id: str = "aibot001"
+    secret: str = "aibotsecret"
+    frames: list[dict[str, Any]] = field(default_factory=list)
+    subscribes: int = 0
+    server: TestServer | None = None
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def received(self, cmd: str) -> list[dict[str, Any]]:
+        return [f for f in self.frames if f.get("cmd") == cmd]
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not predicate():
+            remaining = deadline - asyncio.get_running_loop().time()
+            assert remaining > 0, "timed out waiting for the bot"
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.05))
+            except TimeoutError:
+                pass
+
+    async def push(self, cmd: str, body: dict[str, Any]) -> str:
+        req_id = f"cb_{len(self.frames)}_{cmd}"
+        await self._sockets[-1].send_json({"cmd": cmd, "headers": {"req_id": req_id}, "body": body})
+        return req_id
+
+    async def drop(self) -> None:
+        """The network breaks: close the socket without a goodbye."""
+        await self._sockets[-1].close()
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(timeout=0.5)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        async for message in ws:
+            frame = json.loads(message.data)
+            self.frames.append(frame)
+            self._changed.set()
+            ack: dict[str, Any] = {"headers": frame["headers"], "errcode": 0, "errmsg": "ok"}
+            if frame.get("cmd") == "aibot_subscribe":
+                self.subscribes += 1
+                body = frame.get("body") or {}
+                if (body.get("bot_id"), body.get("secret")) != (self.bot_id, self.secret):
+                    ack = {"headers": frame["headers"], "errcode": 853000, "errmsg": "invalid bot_id or secret"}
+            await ws.send_json(ack)
+        return ws
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/", self._ws)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"ws://127.0.0.1:{self.server.port}/"
+
+    async def close(self) -> None:
+        for ws in self._sockets:
+            if not ws.closed:
+                await ws.close()
+        if self.server is not None:
+            await self.server.close()

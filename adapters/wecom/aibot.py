@@ -1,0 +1,205 @@
+"""The WeCom AI bot (智能机器人) long connection: one WebSocket per bot, JSON frames with req_id.
+
+subscribe with bot id and secret → ping every 30 s → callbacks for 1v1 messages, group
+@mentions and events. A reply echoes the callback's req_id (a finished stream); a welcome
+answers `enter_chat` within 5 s; anything else is a proactive `aibot_send_msg`. After
+`disconnected_event` (another connection took over) we do not reconnect: one live connection per bot.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+
+from adapters.base import DeliveryError
+from bot.clock import Clock
+from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile
+
+log = logging.getLogger(__name__)
+CHANNEL = "wecom_aibot"
+DEFAULT_URL = "wss://openws.work.weixin.qq.com"
+WELCOME_WINDOW = timedelta(seconds=5)
+REPLY_WINDOW = timedelta(minutes=5)  # stream replies must finish well inside the platform's limit
+
+
+@dataclass
+class _Callback:
+    req_id: str
+    at: datetime
+    welcome: bool
+
+
+@dataclass
+class AiBotConnection:
+    """Keeps one authenticated long connection and translates frames both ways."""
+
+    bot_id: str
+    secret: str
+    handle: Callable[[Event], Awaitable[None]]
+    clock: Clock
+    url: str = DEFAULT_URL
+    heartbeat: float = 30.0
+    backoff: float = 1.0
+    backoff_max: float = 30.0
+    ack_timeout: float = 5.0
+    channel: str = CHANNEL
+    connections: int = 0
+    stopped_by_platform: bool = False
+    _ws: aiohttp.ClientWebSocketResponse | None = None
+    _acks: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    _callbacks: dict[str, _Callback] = field(default_factory=dict)
+    _authenticated: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        """Close the socket politely first, then end the loop."""
+        ws, task = self._ws, self._task
+        if ws is not None and not ws.closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 1.0)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def wait_authenticated(self, timeout: float = 5.0) -> None:
+        await asyncio.wait_for(self._authenticated.wait(), timeout)
+
+    async def run(self) -> None:
+        """Connect, authenticate and serve; reconnect with back-off unless the platform said stop."""
+        delay = self.backoff
+        async with aiohttp.ClientSession() as http:
+            while not self.stopped_by_platform:
+                try:
+                    async with http.ws_connect(self.url, heartbeat=None) as ws:
+                        self._ws = ws
+                        self.connections += 1
+                        await self._serve(ws)
+                        delay = self.backoff  # a connection that authenticated resets the back-off
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                    log.warning("wecom aibot: connection failed: %s", exc)
+                finally:
+                    self._ws = None
+                    self._authenticated.clear()
+                    for future in self._acks.values():
+                        if not future.done():
+                            future.set_exception(ConnectionError("connection closed"))
+                    self._acks.clear()
+                if self.stopped_by_platform:
+                    log.warning("wecom aibot: the platform moved this bot to another connection; not reconnecting")
+                    return
+                wait = min(delay, self.backoff_max) * (1 + random.random() * 0.2)
+                log.info("wecom aibot: reconnecting in %.1fs", wait)
+                await asyncio.sleep(wait)
+                delay *= 2
+
+    async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        reader = asyncio.create_task(self._read(ws))
+        try:
+            ack = await self._request("aibot_subscribe", {"bot_id": self.bot_id, "secret": self.secret})
+            if ack.get("errcode", 0) != 0:
+                raise ConnectionError(f"subscribe refused: {ack.get('errcode')} {ack.get('errmsg', '')}")
+            self._authenticated.set()
+            log.info("wecom aibot: subscribed as %s", self.bot_id)
+            while not reader.done():
+                done, _ = await asyncio.wait({reader}, timeout=self.heartbeat)
+                if not done:
+                    await self._request("ping", None)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _request(self, cmd: str, body: dict[str, Any] | None, req_id: str | None = None) -> dict[str, Any]:
+        if self._ws is None or self._ws.closed:
+            raise ConnectionError("not connected")
+        req_id = req_id or f"{cmd}_{uuid.uuid4().hex[:12]}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[req_id] = future
+        frame: dict[str, Any] = {"cmd": cmd, "headers": {"req_id": req_id}}
+        if body is not None:
+            frame["body"] = body
+        await self._ws.send_str(json.dumps(frame, ensure_ascii=False))
+        try:
+            return await asyncio.wait_for(future, self.ack_timeout)
+        finally:
+            self._acks.pop(req_id, None)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            try:
+                frame = json.loads(message.data)
+            except ValueError:
+                log.warning("wecom aibot: ignoring a frame that is not JSON")
+                continue
+            req_id = (frame.get("headers") or {}).get("req_id", "")
+            cmd = frame.get("cmd")
+            if cmd is None and req_id in self._acks:
+                if not self._acks[req_id].done():
+                    self._acks[req_id].set_result(frame)
+                continue
+            try:
+                await self._callback(cmd, req_id, frame.get("body") or {})
+            except Exception:  # one bad callback must not end the connection
+                log.exception("wecom aibot: callback %s failed", cmd)
+            if self.stopped_by_platform:
+                await ws.close()
+                return
+
+    async def _callback(self, cmd: str | None, req_id: str, body: dict[str, Any]) -> None:
+        now = self.clock.now()
+        user = (body.get("from") or {}).get("userid", "")
+        group = body.get("chattype") == "group"
+        chat = body.get("chatid", "") if group else user
+        if cmd == "aibot_msg_callback" and body.get("msgtype") == "text":
+            self._callbacks[chat] = _Callback(req_id, now, welcome=False)
+            await self.handle(Event(EventKind.MESSAGE, CHANNEL, user, now,
+                                    ChatType.GROUP if group else ChatType.DIRECT, chat if group else None,
+                                    text=(body.get("text") or {}).get("content", "").replace("@", " ").strip(),
+                                    message_id=body.get("msgid"), mentions_bot=group))
+        elif cmd == "aibot_event_callback":
+            event_type = (body.get("event") or {}).get("eventtype")
+            if event_type == "enter_chat":
+                self._callbacks[user] = _Callback(req_id, now, welcome=True)
+                await self.handle(Event(EventKind.CONTACT_ADDED, CHANNEL, user, now,
+                                        profile=Profile(name=user, source="企业微信智能机器人")))
+            elif event_type == "disconnected_event":
+                self.stopped_by_platform = True
+
+    async def deliver(self, action: Action) -> None:
+        if action.kind is not ActionKind.SAY:
+            return
+        chat = action.address.chat_id
+        pending = self._callbacks.get(chat)
+        now = self.clock.now()
+        try:
+            if pending and pending.welcome and now - pending.at <= WELCOME_WINDOW:
+                del self._callbacks[chat]
+                ack = await self._request("aibot_respond_welcome_msg",
+                                          {"msgtype": "text", "text": {"content": action.text}}, pending.req_id)
+            elif pending and not pending.welcome and now - pending.at <= REPLY_WINDOW:
+                del self._callbacks[chat]
+                stream = {"id": f"siyu-{action.ref}", "finish": True, "content": action.text}
+                ack = await self._request("aibot_respond_msg", {"msgtype": "stream", "stream": stream},
+                                          pending.req_id)
+            else:
+                ack = await self._request("aibot_send_msg", {"chatid": chat, "msgtype": "markdown",
+                                                             "markdown": {"content": action.text}})
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            raise DeliveryError(f"wecom aibot: {exc}") from None
+        if ack.get("errcode", 0) != 0:
+            raise DeliveryError(f"wecom aibot: {ack.get('errcode')} {ack.get('errmsg', '')}")
