@@ -17,12 +17,15 @@ class Pending:
 
 
 class DeliveryError(Exception):
-    """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again."""
+    """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again;
+    `pause_channel` when the whole channel is throttled (flood control), not just this recipient."""
 
-    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False,
+                 pause_channel: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.pause_channel = pause_channel
 
 
 class Transport(Protocol):

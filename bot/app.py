@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -181,10 +182,15 @@ def enable_wecom(app: App) -> WeComCallback | None:
         async with app.db.session() as session, session.begin():
             return await repo.remember_inbound(session, channel, key, payload, app.clock.now())
 
+    async def sends_since(customer: str, guide: str | None, since: datetime) -> int:
+        async with app.db.session() as session:
+            return await repo.assisted_sends_since(session, WECOM, customer, guide, since)
+
     kf = WeComKf(client, app.clock, (get_value, set_value), window)
     staff_ids = {m.identities["wecom"] for m in app.settings.staff if "wecom" in m.identities}
     wecom = WeComAdapter(client, settings.agent_id or "", app.clock, staff_ids, kf,
-                         parse_duration(settings.assisted_expiry))
+                         parse_duration(settings.assisted_expiry), settings.quotas, sends_since,
+                         ZoneInfo(app.settings.policy.timezone))
     app.add_transport(wecom)
     app.add_transport(kf)
     app.inbox.translators[WECOM] = wecom.translate

@@ -150,6 +150,15 @@ class TelegramSettings(_Strict):
     webhook_secret: str | None = Field(None, exclude=True)
 
 
+class WeComQuotas(_Strict):
+    """The platform's own limits, as policy inputs; configurable because WeCom changes them."""
+
+    mass_per_customer_month: int | None = Field(None, ge=1)  # None: as many as days in the month (4 on old rules)
+    member_per_customer_day: int = Field(1, ge=1)            # member-initiated sends per member per customer
+    app_messages_per_member_minute: int = Field(30, ge=1)
+    group_webhook_per_minute: int = Field(20, ge=1)
+
+
 class WeComSettings(_Strict):
     """The callback route is on when corp_id, token and encoding_aes_key are set (secrets: env only)."""
 
@@ -158,6 +167,7 @@ class WeComSettings(_Strict):
     api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
     timestamp_window: int = Field(300, ge=0)  # seconds; 0 disables the freshness check
     assisted_expiry: str = "24h"              # how long a guide has to confirm an assisted send
+    quotas: WeComQuotas = WeComQuotas()
     aibot_id: str | None = None               # 智能机器人 long connection: on with SIYU_WECOM_AIBOT_SECRET
     aibot_url: str = "wss://openws.work.weixin.qq.com"
     aibot_secret: str | None = Field(None, exclude=True)

@@ -93,7 +93,7 @@ class Dispatcher:
             else:
                 backoff = exc.retry_after if exc.retry_after is not None else 2 ** message.delivery_attempts
                 retry_at = self.clock.now() + timedelta(seconds=backoff)
-                if exc.retry_after is not None:  # the platform throttles the whole channel
+                if exc.pause_channel:  # the platform throttles the whole channel
                     self.paused_until[message.channel] = retry_at
                 log.warning("delivery of message %s failed (%s); retrying in %.0fs", message.id, exc, backoff)
                 values = {"delivery_claimed_until": retry_at}

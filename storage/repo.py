@@ -327,3 +327,14 @@ async def delivery_window(session: AsyncSession, channel: str, chat_id: str) -> 
         Message.channel == channel, Message.chat_id == chat_id, Message.direction == "out",
         Message.delivered_at.isnot(None), Message.delivered_at >= last_in))
     return last_in, int(sent or 0)
+
+
+async def assisted_sends_since(session: AsyncSession, channel: str, customer: str, sender: str | None,
+                               since: datetime) -> int:
+    """Assisted (guide-confirmed) messages to one customer since `since`, optionally from one guide."""
+    query = select(func.count()).select_from(Message).where(
+        Message.channel == channel, Message.chat_id == customer, Message.platform_ref.isnot(None),
+        Message.created_at >= since)
+    if sender is not None:
+        query = query.where(Message.sender_id == sender)
+    return int(await session.scalar(query) or 0)

@@ -152,7 +152,7 @@ async def test_platform_rate_limit_pauses_the_whole_channel(harness: Harness,
     async def throttled_once(action: Action) -> None:
         calls.append(action.address.chat_id)
         if len(calls) == 1:
-            raise DeliveryError("45009: api freq out of limit", retry_after=60)
+            raise DeliveryError("45009: api freq out of limit", retry_after=60, pause_channel=True)
         await real_deliver(action)
 
     monkeypatch.setattr(harness.transport, "deliver", throttled_once)

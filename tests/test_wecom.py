@@ -304,3 +304,15 @@ async def test_kf_window_and_five_message_rule(world: WeComWorld) -> None:
         last = await session.scalar(select(Message.delivery_error).where(Message.channel == "wecom_kf")
                                     .order_by(Message.id.desc()))
     assert "48 h" in last
+
+
+async def test_platform_quota_defers_a_second_assisted_send_the_same_day(world: WeComWorld) -> None:
+    assert await world.post(add_contact_xml("wmQUOTA01")) == 200
+    await world.h.app.tick()
+    world.h.clock.advance(timedelta(minutes=1))
+    await world.h.guide_says_on("wecom", GUIDE, "/sop new_customer.day1_care wmQUOTA01")
+    world.h.clock.advance(timedelta(minutes=1))
+    await world.h.guide_says_on("wecom", GUIDE, "/sop new_customer.day3_followup wmQUOTA01")
+    assert len(world.fake.called("/externalcontact/add_msg_template")) == 1  # one per member per customer per day
+    await world.h.run_for(timedelta(hours=20))  # past local midnight, before the journey's own day-1 step
+    assert len(world.fake.called("/externalcontact/add_msg_template")) == 2  # waited, not dropped

@@ -194,7 +194,8 @@ class TelegramAdapter:
         except RetryAfter as exc:
             wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            raise DeliveryError(f"telegram asks to wait {seconds:.0f}s", retry_after=seconds) from None
+            raise DeliveryError(f"telegram asks to wait {seconds:.0f}s", retry_after=seconds,
+                                pause_channel=True) from None
         except Forbidden as exc:
             if action.address.chat_type is ChatType.DIRECT:
                 # the customer blocked the bot: record it as churn so nothing more is attempted

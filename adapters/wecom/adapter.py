@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from xml.etree.ElementTree import Element
+from zoneinfo import ZoneInfo
 
 import defusedxml.ElementTree as SafeXML
 from aiohttp import web
@@ -23,7 +24,9 @@ from defusedxml import DefusedXmlException
 from adapters.base import DeliveryError, Pending
 from adapters.wecom.api import WeComClient, WeComError
 from adapters.wecom.crypto import CallbackError, StaleTimestamp, Undecryptable, WeComCrypto
+from bot.ratelimit import TokenBucket
 from bot.clock import Clock
+from bot.config import WeComQuotas
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ KF_MAX_MESSAGES = 5
 KF_CURSOR_KEY = "wecom_kf:cursor"
 
 Remember = Callable[[str, str, str], Awaitable[bool]]            # channel, dedupe key, payload → stored?
+SendCount = Callable[[str, str | None, datetime], Awaitable[int]]  # customer, guide, since → assisted sends
 ValueStore = tuple[Callable[[str], Awaitable[str | None]], Callable[[str, str], Awaitable[None]]]
 WindowLookup = Callable[[str], Awaitable[tuple[datetime | None, int]]]
 
@@ -116,7 +120,11 @@ class WeComAdapter:
     staff_ids: set[str]
     kf: "WeComKf | None" = None
     assisted_expiry: timedelta = timedelta(hours=24)
+    quotas: WeComQuotas = field(default_factory=WeComQuotas)
+    sends_since: SendCount | None = None
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     channel: str = CHANNEL
+    _app_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     # welcome codes live 20 s, so keeping them in memory loses nothing a restart would not
     _welcome: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
@@ -192,9 +200,20 @@ class WeComAdapter:
                 log.info("wecom: welcome code for %s is older than 20 s; not attempted", target)
             return await self._assisted(target, action)
         except WeComError as exc:
-            raise DeliveryError(str(exc), permanent=exc.errcode not in (0, -1, 45009, 45033)) from None
+            busy = exc.errcode in (-1, 45009, 45033)  # still busy after the client's own retries
+            raise DeliveryError(str(exc), permanent=not busy and exc.errcode != 0,
+                                retry_after=60 if busy else None, pause_channel=busy) from None
 
     async def _app_message(self, userid: str, text: str) -> None:
+        now = self.clock.now()
+        bucket = self._app_buckets.get(userid)
+        if bucket is None:
+            per_minute = self.quotas.app_messages_per_member_minute
+            bucket = self._app_buckets[userid] = TokenBucket(per_minute / 60, per_minute, now)
+        wait = bucket.take(now)
+        if wait > 0:
+            raise DeliveryError(f"app messages to {userid}: {self.quotas.app_messages_per_member_minute}/min",
+                                retry_after=wait)
         await self.client.call("/message/send", {"touser": userid, "msgtype": "text",
                                                  "agentid": int(self.agent_id or 0), "text": {"content": text}})
 
@@ -208,10 +227,28 @@ class WeComAdapter:
             # another app greeted first: recorded, and nothing else to do
             raise DeliveryError("41051: the customer was already welcomed by another app", permanent=True) from None
 
+    async def _check_quotas(self, customer: str, guide: str) -> None:
+        """Wait (never drop) when the platform's own per-customer limits are used up."""
+        if self.sends_since is None:
+            return
+        local = self.clock.now().astimezone(self.zone)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        month_start = day_start.replace(day=1)
+        next_month = (month_start + timedelta(days=32)).replace(day=1)
+        month_cap = self.quotas.mass_per_customer_month or (next_month - month_start).days
+        if await self.sends_since(customer, guide, day_start) >= self.quotas.member_per_customer_day:
+            wait = (day_start + timedelta(days=1) - local).total_seconds()
+            raise DeliveryError(f"WeCom allows {self.quotas.member_per_customer_day} send(s) per member per "
+                                "customer per day", retry_after=wait)
+        if await self.sends_since(customer, None, month_start) >= month_cap:
+            raise DeliveryError(f"WeCom allows {month_cap} mass messages per customer this month",
+                                retry_after=(next_month - local).total_seconds())
+
     async def _assisted(self, customer: str, action: Action) -> Pending:
         guide = action.sender_id if action.sender_id and action.sender_id != "bot" else None
         if guide is None:
             raise DeliveryError(f"no guide to send as for {customer}", permanent=True)
+        await self._check_quotas(customer, guide)
         result = await self.client.call("/externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [customer], "sender": guide,
             "text": {"content": action.text}})
