@@ -157,6 +157,10 @@ def enable_telegram(app: App) -> TelegramAdapter | None:
     return telegram
 
 
+AIBOT_CALLBACK = "wecom_aibot_callback"   # inbox channel of the AI bot's HTTP callbacks
+AIBOT_CALLBACK_PATH = "/wecom/aibot/callback"
+
+
 def enable_wecom(app: App) -> WeComCallback | None:
     """WeCom callback, customer contact and 微信客服 when the corp id, token and AES key are set."""
     settings = app.settings.adapters.wecom
@@ -199,12 +203,14 @@ def enable_wecom(app: App) -> WeComCallback | None:
 
 
 def enable_wecom_aibot(app: App) -> AiBotConnection | None:
+    """The AI bot: a long connection with bot id + secret, and/or its JSON callback (token + AES key)."""
     settings = app.settings.adapters.wecom
-    if not (settings.aibot_id and settings.aibot_secret):
+    if not settings.aibot_id:
         return None
-    bot = AiBotConnection(settings.aibot_id, settings.aibot_secret, app.engine.handle, app.clock,
+    bot = AiBotConnection(settings.aibot_id, settings.aibot_secret or "", app.engine.handle, app.clock,
                           url=settings.aibot_url)
     app.add_transport(bot)
+    app.inbox.translators[AIBOT_CALLBACK] = bot.translate_callback
     return bot
 
 
@@ -214,6 +220,13 @@ def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Appl
     wecom = enable_wecom(app)
     if wecom is not None:
         wecom.install(web_app)
+        settings = app.settings.adapters.wecom
+        aibot = app.transports.get("wecom_aibot")
+        if isinstance(aibot, AiBotConnection) and settings.token and settings.encoding_aes_key:
+            # the AI bot's own callback: JSON bodies, empty receive id
+            WeComCallback(WeComCrypto(settings.token, settings.encoding_aes_key, ""), app.clock, wecom.remember,
+                          wecom.wake, settings.timestamp_window, AIBOT_CALLBACK_PATH, AIBOT_CALLBACK,
+                          json_bodies=True).install(web_app)
     if telegram is not None and telegram.mode == "webhook":
         telegram.install(web_app)
 
@@ -230,6 +243,7 @@ def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Appl
 async def serve(app: App, host: str, port: int) -> None:
     """Run the web server and the scheduler loop until cancelled."""
     telegram = enable_telegram(app)
+    aibot = enable_wecom_aibot(app)
     runner = web.AppRunner(build_web_app(app, telegram))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -237,9 +251,8 @@ async def serve(app: App, host: str, port: int) -> None:
     log.info("siyu is listening on http://%s:%s/", host, port)
     if telegram is not None:
         await telegram.start()
-    aibot = enable_wecom_aibot(app)
-    if aibot is not None:
-        aibot.start()
+    if aibot is not None and app.settings.adapters.wecom.aibot_secret:
+        aibot.start()  # the long connection; without a secret the bot runs on its HTTP callback only
     try:
         await app.run_forever()
     finally:

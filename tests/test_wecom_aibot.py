@@ -19,15 +19,20 @@ class AiBotWorld:
         self.h, self.gateway, self.bot = h, gateway, bot
 
     async def settle(self, predicate) -> None:  # type: ignore[no-untyped-def]
+        """Run the scheduler beside the connection until `predicate` holds; never cut a pass in half."""
+        stop = asyncio.Event()
+
         async def ticking() -> None:
-            while True:
+            while not stop.is_set():
                 await self.h.app.tick()
                 await asyncio.sleep(0.02)
+
         ticker = asyncio.create_task(ticking())
         try:
             await self.gateway.wait_for(predicate)
         finally:
-            ticker.cancel()
+            stop.set()
+            await ticker
 
 
 @pytest.fixture
@@ -122,3 +127,59 @@ async def test_wrong_secret_is_refused_and_retried_with_back_off(tmp_path, start
         await bot.stop()
         await h.close()
         await gateway.close()
+
+
+async def test_http_callback_mode_uses_json_bodies_and_an_empty_receive_id(tmp_path, start) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from adapters.wecom.crypto import WeComCrypto, signature
+    from bot.app import build_web_app, enable_wecom_aibot
+    from tests.fakes import FakeQyapi
+    from tests.test_wecom import AES_KEY, CORP, TOKEN
+
+    replies: list[dict] = []
+
+    async def response_url(request: web.Request) -> web.Response:
+        replies.append(await request.json())
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+    sink = web.Application()
+    sink.router.add_post("/reply", response_url)
+    fake = FakeQyapi()
+    api = await fake.start()
+    wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret, "api_base": api,
+             "aibot_id": "aibot001"}
+    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", start, ROOT / "scripts",
+                             adapters={"webchat": {"enabled": False}, "wecom": wecom})
+    try:
+        async with TestClient(TestServer(sink, host="127.0.0.1")) as replies_server:
+            enable_wecom_aibot(h.app)
+            async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
+                crypto = WeComCrypto(TOKEN, AES_KEY, "")  # the AI bot signs with an empty receive id
+                message = {"msgid": "hm1", "aibotid": "aibot001", "chattype": "single", "from": {"userid": "qian"},
+                           "response_url": str(replies_server.make_url("/reply")), "msgtype": "text",
+                           "text": {"content": "包邮吗"}}
+                encrypt = crypto.encrypt(json.dumps(message, ensure_ascii=False))
+                ts = str(int(h.clock.now().timestamp()))
+                params = {"msg_signature": signature(TOKEN, ts, "n", encrypt), "timestamp": ts, "nonce": "n"}
+                for _ in range(2):  # a retry of the same msgid has no second effect
+                    response = await client.post("/wecom/aibot/callback", params=params,
+                                                 data=json.dumps({"encrypt": encrypt}))
+                    assert response.status == 200
+                app_crypto = WeComCrypto(TOKEN, AES_KEY, CORP)  # signed for an app, not the AI bot
+                forged = app_crypto.encrypt(json.dumps(message))
+                params_app = {"msg_signature": signature(TOKEN, ts, "n", forged), "timestamp": ts, "nonce": "n"}
+                wrong = await client.post("/wecom/aibot/callback", params=params_app,
+                                          data=json.dumps({"encrypt": forged}))
+                assert wrong.status == 403
+                await h.app.tick()
+                await h.app.tick()
+        answers = [r["markdown"]["content"] for r in replies]
+        assert any(a.startswith("全国满 99 元包邮") for a in answers)
+        assert sum(1 for a in answers if a.startswith("全国满 99 元包邮")) == 1
+    finally:
+        await h.close()
+        await fake.close()

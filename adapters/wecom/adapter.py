@@ -10,6 +10,7 @@ Capabilities differ per channel, and the adapter plans around them:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,17 +53,38 @@ def _fields(xml: str) -> dict[str, str]:
 
 @dataclass
 class WeComCallback:
-    """`/wecom/callback`: verifies and decrypts, answers at once, and leaves the work to the inbox."""
+    """`/wecom/callback`: verifies and decrypts, answers at once, and leaves the work to the inbox.
+
+    Apps post XML and sign with the corp id as receive id; the AI bot (`json_bodies`) posts
+    `{"encrypt": …}` JSON with an empty receive id.
+    """
 
     crypto: WeComCrypto
     clock: Clock
     remember: Remember
     wake: Callable[[], None]
     timestamp_window: int = 300
+    path: str = CALLBACK_PATH
+    channel: str = CHANNEL
+    json_bodies: bool = False
 
     def install(self, app: web.Application) -> None:
-        app.router.add_get(CALLBACK_PATH, self._verify_url)
-        app.router.add_post(CALLBACK_PATH, self._receive)
+        app.router.add_get(self.path, self._verify_url)
+        app.router.add_post(self.path, self._receive)
+
+    def _encrypted(self, body: str) -> str:
+        if self.json_bodies:
+            data = json.loads(body)
+            return str(data.get("encrypt", "")) if isinstance(data, dict) else ""
+        return _fields(body).get("Encrypt", "")
+
+    def _message_id(self, plain: str) -> str | None:
+        if self.json_bodies:
+            data = json.loads(plain)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            return data.get("msgid")
+        return _fields(plain).get("MsgId")
 
     def _check_fresh(self, timestamp: str) -> None:
         try:
@@ -89,23 +111,23 @@ class WeComCallback:
             self._check_fresh(q.get("timestamp", ""))
             body = await request.text()
             try:
-                encrypt = _fields(body).get("Encrypt", "")
+                encrypt = self._encrypted(body)
             except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
-                raise Undecryptable(f"body is not acceptable XML ({type(exc).__name__})") from None
+                raise Undecryptable(f"body is not acceptable ({type(exc).__name__})") from None
             if not encrypt:
-                raise Undecryptable("no Encrypt element")
+                raise Undecryptable("no encrypted payload")
             self.crypto.verify(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""), encrypt)
             plain = self.crypto.decrypt(encrypt)
             try:
-                fields = _fields(plain)
+                message_id = self._message_id(plain)
             except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
-                raise Undecryptable(f"decrypted message is not acceptable XML ({type(exc).__name__})") from None
+                raise Undecryptable(f"decrypted message is not acceptable ({type(exc).__name__})") from None
         except CallbackError as exc:
             log.warning("wecom callback refused (%s): %s", type(exc).__name__, exc)
             return web.Response(status=exc.status)
         # WeCom retries after 5 s: store, answer at once, process from the inbox
-        key = fields.get("MsgId") or hashlib.sha256(plain.encode()).hexdigest()
-        if await self.remember(CHANNEL, key, plain):
+        key = message_id or hashlib.sha256(plain.encode()).hexdigest()
+        if await self.remember(self.channel, key, plain):
             self.wake()
         return web.Response(text="success")
 

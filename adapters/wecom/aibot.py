@@ -59,6 +59,19 @@ class AiBotConnection:
     _callbacks: dict[str, _Callback] = field(default_factory=dict)
     _authenticated: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    _response_urls: dict[str, str] = field(default_factory=dict)
+
+    async def translate_callback(self, payload: str) -> list[Event]:
+        """The HTTP callback mode: a decrypted JSON message → Events; replies go to its response_url."""
+        body = json.loads(payload)
+        user = (body.get("from") or {}).get("userid", "")
+        chat = body.get("chatid", "") if body.get("chattype") == "group" else user
+        if body.get("response_url"):
+            self._response_urls[chat] = body["response_url"]
+        cmd = "aibot_event_callback" if body.get("msgtype") == "event" else "aibot_msg_callback"
+        events = self._translate(cmd, "", body)
+        self._callbacks.pop(chat, None)  # no req_id to echo over HTTP
+        return events
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run())
@@ -153,32 +166,45 @@ class AiBotConnection:
                     self._acks[req_id].set_result(frame)
                 continue
             try:
-                await self._callback(cmd, req_id, frame.get("body") or {})
+                for event in self._translate(cmd, req_id, frame.get("body") or {}):
+                    await self.handle(event)
             except Exception:  # one bad callback must not end the connection
                 log.exception("wecom aibot: callback %s failed", cmd)
             if self.stopped_by_platform:
                 await ws.close()
                 return
 
-    async def _callback(self, cmd: str | None, req_id: str, body: dict[str, Any]) -> None:
+    def _translate(self, cmd: str | None, req_id: str, body: dict[str, Any]) -> list[Event]:
+        """A callback becomes Events; the req_id is kept so the reply can echo it."""
         now = self.clock.now()
         user = (body.get("from") or {}).get("userid", "")
         group = body.get("chattype") == "group"
         chat = body.get("chatid", "") if group else user
         if cmd == "aibot_msg_callback" and body.get("msgtype") == "text":
             self._callbacks[chat] = _Callback(req_id, now, welcome=False)
-            await self.handle(Event(EventKind.MESSAGE, CHANNEL, user, now,
-                                    ChatType.GROUP if group else ChatType.DIRECT, chat if group else None,
-                                    text=(body.get("text") or {}).get("content", "").replace("@", " ").strip(),
-                                    message_id=body.get("msgid"), mentions_bot=group))
-        elif cmd == "aibot_event_callback":
+            return [Event(EventKind.MESSAGE, CHANNEL, user, now, ChatType.GROUP if group else ChatType.DIRECT,
+                          chat if group else None,
+                          text=(body.get("text") or {}).get("content", "").replace("@", " ").strip(),
+                          message_id=body.get("msgid"), mentions_bot=group)]
+        if cmd == "aibot_event_callback":
             event_type = (body.get("event") or {}).get("eventtype")
             if event_type == "enter_chat":
                 self._callbacks[user] = _Callback(req_id, now, welcome=True)
-                await self.handle(Event(EventKind.CONTACT_ADDED, CHANNEL, user, now,
-                                        profile=Profile(name=user, source="企业微信智能机器人")))
-            elif event_type == "disconnected_event":
+                return [Event(EventKind.CONTACT_ADDED, CHANNEL, user, now,
+                              profile=Profile(name=user, source="企业微信智能机器人"))]
+            if event_type == "disconnected_event":
                 self.stopped_by_platform = True
+        return []
+
+    async def _post_response(self, url: str, text: str) -> None:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.post(url, json={"msgtype": "markdown", "markdown": {"content": text}}) as response:
+                    data = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise DeliveryError(f"wecom aibot response_url: {exc}") from None
+        if int(data.get("errcode", 0)) != 0:
+            raise DeliveryError(f"wecom aibot response_url: {data.get('errcode')} {data.get('errmsg', '')}")
 
     async def deliver(self, action: Action) -> None:
         if action.kind is not ActionKind.SAY:
@@ -186,6 +212,9 @@ class AiBotConnection:
         chat = action.address.chat_id
         pending = self._callbacks.get(chat)
         now = self.clock.now()
+        if chat in self._response_urls and (self._ws is None or pending is None):
+            await self._post_response(self._response_urls.pop(chat), action.text)
+            return
         try:
             if pending and pending.welcome and now - pending.at <= WELCOME_WINDOW:
                 del self._callbacks[chat]
