@@ -316,3 +316,39 @@ async def test_platform_quota_defers_a_second_assisted_send_the_same_day(world: 
     assert len(world.fake.called("/externalcontact/add_msg_template")) == 1  # one per member per customer per day
     await world.h.run_for(timedelta(hours=20))  # past local midnight, before the journey's own day-1 step
     assert len(world.fake.called("/externalcontact/add_msg_template")) == 2  # waited, not dropped
+
+
+def test_siyu_serve_answers_the_platform_url_check(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "SIYU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 's.db'}",
+           "SIYU_WECOM_CORP_ID": CORP, "SIYU_WECOM_TOKEN": TOKEN, "SIYU_WECOM_ENCODING_AES_KEY": AES_KEY,
+           "SIYU_WECOM_API_BASE": "http://127.0.0.1:9/cgi-bin"}
+    server = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        crypto = WeComCrypto(TOKEN, AES_KEY, CORP)
+        echostr = crypto.encrypt("echo-20261122")
+        ts = str(int(time.time()))
+        query = f"msg_signature={signature(TOKEN, ts, 'n', echostr)}&timestamp={ts}&nonce=n&echostr="
+        from urllib.parse import quote
+        url = f"http://127.0.0.1:{port}/wecom/callback?{query}{quote(echostr)}"
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    assert response.read().decode() == "echo-20261122"
+                    break
+            except OSError:
+                assert time.time() < deadline and server.poll() is None, "siyu serve did not come up"
+                time.sleep(0.3)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
