@@ -17,6 +17,7 @@ from bot.config import Settings, load_settings
 from bot.engine import build_understanding
 from bot.guard import LabelledMessage, evaluate_guard
 from intents.catalog import catalog_from_jsonl
+from intents.jsonl import read_jsonl
 from intents.evaluate import evaluate, load_queries, score_all, tune
 from intents.insights import cluster_gaps, question_mix
 from bot.problems import Problem, ScriptError
@@ -204,20 +205,14 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
 def load_labelled(path: Path) -> list[LabelledMessage]:
     """`{"text", "spam", optional "member", "group", "t", "type"}` per line."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            when = datetime.fromisoformat(row["t"]) if row.get("t") else None
-            if when is not None and when.tzinfo is None:
-                raise ValueError("t needs a UTC offset")
-            rows.append(LabelledMessage(str(row["text"]), bool(row["spam"]), row.get("member"), row.get("group"),
-                                        when, str(row.get("type", "text"))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: {exc} — expected {{\"text\": ..., \"spam\": true|false}}") from None
-    return rows
+    def build(row: dict[str, object]) -> LabelledMessage:
+        when = datetime.fromisoformat(str(row["t"])) if row.get("t") else None
+        if when is not None and when.tzinfo is None:
+            raise ValueError("t needs a UTC offset")
+        return LabelledMessage(str(row["text"]), bool(row["spam"]), row.get("member"), row.get("group"),  # type: ignore[arg-type]
+                               when, str(row.get("type", "text")))
+
+    return read_jsonl(path, build, '{"text": ..., "spam": true|false}')
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

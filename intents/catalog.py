@@ -1,11 +1,12 @@
 """The FAQ catalog: intents with example questions and answers, from `scripts/faq.yaml` or JSONL."""
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from intents.jsonl import read_jsonl
 
 _ID = re.compile(r"^[A-Za-z][\w:.\-]*$")
 
@@ -82,15 +83,6 @@ def catalog_from_data(data: Any) -> Catalog:
 
 def catalog_from_jsonl(path: Path) -> Catalog:
     """`{"intent": id, "examples": [...], "answer": "..."}` per line (the `siyu eval` format)."""
-    intents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            intents.append(FaqIntent(str(row["intent"]), tuple(row["examples"]), str(row.get("answer", "")),
-                                     str(row.get("description", ""))))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: not a catalog row ({exc}) — expected "
-                             '{"intent": id, "examples": [...], "answer": "..."}') from None
-    return Catalog(tuple(intents))
+    return Catalog(tuple(read_jsonl(path, lambda row: FaqIntent(
+        str(row["intent"]), tuple(row["examples"]), str(row.get("answer", "")), str(row.get("description", ""))),
+        '{"intent": id, "examples": [...], "answer": "..."}')))

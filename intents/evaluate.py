@@ -1,7 +1,6 @@
 """Measuring the cascade on labelled queries, and choosing thresholds on a development file."""
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -9,6 +8,7 @@ from pathlib import Path
 
 from intents.cascade import Decision, Thresholds, Understanding, offline_decision
 from intents.fuzzy import Candidate
+from intents.jsonl import read_jsonl
 
 MAX_WRONG = 0.05
 
@@ -49,17 +49,8 @@ class Report:
 
 
 def load_queries(path: Path) -> list[LabelledQuery]:
-    queries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            queries.append(LabelledQuery(str(row["text"]), row.get("intent")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}:{number}: not a query row ({exc}) — expected "
-                             '{"text": ..., "intent": id or null}') from None
-    return queries
+    return read_jsonl(path, lambda row: LabelledQuery(str(row["text"]), row.get("intent")),
+                      '{"text": ..., "intent": id or null}')
 
 
 def score_all(understanding: Understanding, queries: list[LabelledQuery]) -> list[Scored]:
