@@ -190,11 +190,16 @@ def enable_wecom(app: App) -> WeComCallback | None:
         async with app.db.session() as session:
             return await repo.assisted_sends_since(session, WECOM, customer, guide, since)
 
+    async def members_of(group: str) -> set[str]:
+        async with app.db.session() as session:
+            return await repo.current_members(session, WECOM, group)
+
     kf = WeComKf(client, app.clock, (get_value, set_value), window)
     staff_ids = {m.identities["wecom"] for m in app.settings.staff if "wecom" in m.identities}
-    wecom = WeComAdapter(client, settings.agent_id or "", app.clock, staff_ids, kf,
-                         parse_duration(settings.assisted_expiry), settings.quotas, sends_since,
-                         ZoneInfo(app.settings.policy.timezone))
+    wecom = WeComAdapter(client, settings.agent_id or "", app.clock, staff_ids, kf=kf,
+                         assisted_expiry=parse_duration(settings.assisted_expiry), quotas=settings.quotas,
+                         sends_since=sends_since, members_of=members_of,
+                         zone=ZoneInfo(app.settings.policy.timezone))
     app.add_transport(wecom)
     app.add_transport(kf)
     app.inbox.translators[WECOM] = wecom.translate

@@ -338,3 +338,9 @@ async def assisted_sends_since(session: AsyncSession, channel: str, customer: st
     if sender is not None:
         query = query.where(Message.sender_id == sender)
     return int(await session.scalar(query) or 0)
+
+
+async def current_members(session: AsyncSession, channel: str, group_id: str) -> set[str]:
+    rows = await session.scalars(select(Membership.member_id).join(Group, Group.id == Membership.group_id).where(
+        Group.channel == channel, Group.external_id == group_id, Membership.left_at.is_(None)))
+    return set(rows.all())

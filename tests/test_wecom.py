@@ -352,3 +352,33 @@ def test_siyu_serve_answers_the_platform_url_check(tmp_path) -> None:  # type: i
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def chat_change_xml(chat: str, change: str, detail: str = "") -> str:
+    return (f"<xml><ToUserName>{CORP}</ToUserName><FromUserName>sys</FromUserName><CreateTime>{time.time_ns()}"
+            f"</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>{chat}</ChatId>"
+            f"<ChangeType>{change}</ChangeType><UpdateDetail>{detail}</UpdateDetail></xml>")
+
+
+async def test_group_changes_keep_memberships(world: WeComWorld) -> None:
+    from storage import repo
+
+    assert await world.post(add_contact_xml("wmGRP0001")) == 200
+    member = lambda uid: {"userid": uid, "type": 2, "join_time": 1, "name": uid}  # noqa: E731
+    world.fake.group_members["wrCHAT1"] = [member("wmGRP0001"), member("wmGRP0002"),
+                                           {"userid": GUIDE, "type": 1, "join_time": 1}]
+    assert await world.post(chat_change_xml("wrCHAT1", "create")) == 200
+    await world.h.app.tick()
+
+    async def members() -> set[str]:
+        async with world.h.app.db.session() as session:
+            return await repo.current_members(session, "wecom", "wrCHAT1")
+
+    assert await members() == {"wmGRP0001", "wmGRP0002"}  # staff are not counted as customers
+    world.fake.group_members["wrCHAT1"] = [member("wmGRP0002"), member("wmGRP0003")]
+    assert await world.post(chat_change_xml("wrCHAT1", "update", "del_member")) == 200
+    await world.h.app.tick()
+    assert await members() == {"wmGRP0002", "wmGRP0003"}
+    assert await world.post(chat_change_xml("wrCHAT1", "dismiss")) == 200
+    await world.h.app.tick()
+    assert await members() == set()

@@ -144,6 +144,7 @@ class WeComAdapter:
     assisted_expiry: timedelta = timedelta(hours=24)
     quotas: WeComQuotas = field(default_factory=WeComQuotas)
     sends_since: SendCount | None = None
+    members_of: Callable[[str], Awaitable[set[str]]] | None = None  # current members in storage
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     channel: str = CHANNEL
     _app_buckets: dict[str, TokenBucket] = field(default_factory=dict)
@@ -187,19 +188,26 @@ class WeComAdapter:
         return []
 
     async def _chat_change(self, f: dict[str, str], now: datetime) -> list[Event]:
+        """Keep group membership in step with WeCom: joins, leaves and dismissal become Events."""
         chat, change = f.get("ChatId", ""), f.get("ChangeType")
-        if change not in ("create", "update") or f.get("UpdateDetail") in ("del_member",):
+        known = await self.members_of(chat) if self.members_of else set()
+        if change == "dismiss":
+            return [Event(EventKind.LEFT_GROUP, CHANNEL, member, now, ChatType.GROUP, chat) for member in sorted(known)]
+        if change not in ("create", "update"):
             return []
         try:
             data = await self.client.call("/externalcontact/groupchat/get", {"chat_id": chat, "need_name": 1})
         except WeComError as exc:
             log.warning("wecom: cannot read group %s: %s", chat, exc)
             return []
-        members = data.get("group_chat", {}).get("member_list", [])
-        # membership is idempotent in storage: re-announcing existing members changes nothing
-        return [Event(EventKind.JOINED_GROUP, CHANNEL, m["userid"], now, ChatType.GROUP, chat,
-                      profile=Profile(name=m.get("name") or None))
-                for m in members if m.get("type") == 2 and m.get("userid")]
+        members = {m["userid"]: m for m in data.get("group_chat", {}).get("member_list", [])
+                   if m.get("type") == 2 and m.get("userid")}  # 2 = external contact; staff are not customers
+        joined = [Event(EventKind.JOINED_GROUP, CHANNEL, uid, now, ChatType.GROUP, chat,
+                        profile=Profile(name=m.get("name") or None))
+                  for uid, m in members.items() if uid not in known]
+        left = [Event(EventKind.LEFT_GROUP, CHANNEL, uid, now, ChatType.GROUP, chat)
+                for uid in sorted(known - set(members))]
+        return joined + left
 
     async def mark_tag(self, guide: str, customer: str, tag_ids: Sequence[str]) -> None:
         """Write tags onto the contact (the client retries WeCom's 45033 concurrency answers)."""
