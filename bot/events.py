@@ -77,6 +77,7 @@ class ActionKind(StrEnum):
     DELETE = "delete"  # remove the member's message `target_ref`
     MUTE = "mute"      # stop `target_id` from posting until `until`
     REMOVE = "remove"  # take `target_id` out of the group
+    TAG = "tag"        # write tag `text` onto customer `target_id` on the platform
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class Step:
     reply: bool = False
     say_line: int = 0  # where `say` text starts in the YAML file
     expire: timedelta | None = None
+    tag: str | None = None  # added to the customer when the step is sent (and written to the platform)
 
     def text_line(self, variant: Variant | None) -> int:
         return variant.line if variant is not None else self.say_line
@@ -240,7 +241,7 @@ class _JourneyParser:
             self.fail(key, "each step must be a mapping with at least id, at and say")
             return None
         before = len(self.problems)
-        allowed = {"id", "at", "on", "time", "dates", "say", "variants", "window", "when", "reply", "expire"}
+        allowed = {"id", "at", "on", "time", "dates", "say", "variants", "window", "when", "reply", "expire", "tag"}
         for extra in sorted(set(raw) - allowed):
             self.fail(key + (extra,), f"unknown step key '{extra}' — expected one of {', '.join(sorted(allowed))}")
         step_id = self._identifier(raw, key + ("id",), "step")
@@ -280,13 +281,17 @@ class _JourneyParser:
             except ConditionError as exc:
                 self.fail(key + ("when",), f"{name} when: {exc} — see README 'Conditions'")
         expire = self._expire(raw, key + ("expire",), name)
+        tag = raw.get("tag")
+        if tag is not None and (not isinstance(tag, str) or not tag.strip()):
+            self.fail(key + ("tag",), f"{name} tag must be a tag name, e.g. tag: 已发见面礼")
         reply = raw.get("reply", False)
         if not isinstance(reply, bool):
             self.fail(key + ("reply",), f"{name} reply must be true or false")
         if len(self.problems) > before or step_id is None:
             return None
         return Step(step_id, self.doc.line(*key), at, on, time_of_day, dates, template, variants,
-                    window, when, bool(reply), self.doc.text_line(*key, "say"), expire)
+                    window, when, bool(reply), self.doc.text_line(*key, "say"), expire,
+                    tag.strip() if isinstance(tag, str) else None)
 
     def _time(self, raw: dict[str, Any], key: tuple[str | int, ...], name: str) -> time:
         try:

@@ -178,6 +178,12 @@ class Scheduler:
         repo.log_decision(session, touch, "sent", decision.reason, detail, now, proactive=not step.reply)
         if enrolment is not None and variant is not None:
             enrolment.variants = {**(enrolment.variants or {}), step.id: variant.name}
+        if step.tag and step.tag not in (contact.tags or []):
+            contact.tags = sorted({*(contact.tags or []), step.tag})
+            repo.add_message(session, channel=contact.channel, chat_type=ChatType.DIRECT.value,
+                             chat_id=contact.external_id, direction="out", sender_role="bot", sender_id=sender,
+                             contact_id=contact.id, text=step.tag, action="tag", target_id=contact.external_id,
+                             idempotency_key=f"tag:{touch.idempotency_key}", created_at=now)
         await self._after(session, touch, contact, enrolment, journey, step, now)
         await session.flush()
         log.info("sent %s.%s to contact %s (message %s)", journey.id, step.id, contact.id, message.id)

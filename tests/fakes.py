@@ -240,6 +240,9 @@ class FakeQyapi:
         if path == "/externalcontact/groupchat/get":
             return {"group_chat": {"chat_id": body["chat_id"], "name": "会员群",
                                    "member_list": self.group_members.get(body["chat_id"], [])}}
+        if path == "/externalcontact/get_corp_tag_list":
+            return {"tag_group": [{"group_id": "etGROUP", "group_name": "客户状态", "tag": [
+                {"id": "etGIFT0001", "name": "已发见面礼", "order": 1}]}]}
         if path == "/kf/customer/batchget":
             return {"customer_list": [{"external_userid": c, "nickname": f"微信用户{c[-1]}"}
                                       for c in body["external_userid_list"]], "invalid_external_userid": []}

@@ -301,8 +301,8 @@ async def test_kf_window_and_five_message_rule(world: WeComWorld) -> None:
     await world.h.guide_says_on("wecom", GUIDE, f"/sop new_customer.day3_followup {chat}")
     assert len(world.fake.called("/kf/send_msg")) == 5
     async with world.h.app.db.session() as session:
-        last = await session.scalar(select(Message.delivery_error).where(Message.channel == "wecom_kf")
-                                    .order_by(Message.id.desc()))
+        last = await session.scalar(select(Message.delivery_error).where(
+            Message.channel == "wecom_kf", Message.action == "say").order_by(Message.id.desc()))
     assert "48 h" in last
 
 
@@ -382,3 +382,15 @@ async def test_group_changes_keep_memberships(world: WeComWorld) -> None:
     assert await world.post(chat_change_xml("wrCHAT1", "dismiss")) == 200
     await world.h.app.tick()
     assert await members() == set()
+
+
+async def test_tags_a_journey_adds_are_written_to_wecom(world: WeComWorld) -> None:
+    assert await world.post(add_contact_xml("wmTAG0001")) == 200
+    await world.h.app.tick()
+    world.fake.fail("/externalcontact/mark_tag", 45033)  # concurrency limit: retried by the client
+    await world.h.run_for(timedelta(days=3, hours=1))
+    (marked,) = world.fake.called("/externalcontact/mark_tag")
+    assert marked == {"userid": GUIDE, "external_userid": "wmTAG0001", "add_tag": ["etGIFT0001"]}
+    async with world.h.app.db.session() as session:
+        contact = await session.scalar(select(Contact).where(Contact.external_id == "wmTAG0001"))
+    assert "已发见面礼" in contact.tags

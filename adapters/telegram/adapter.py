@@ -189,6 +189,8 @@ class TelegramAdapter:
             elif action.kind is ActionKind.MUTE and action.target_id:
                 await self._moderate(action, bot.restrict_chat_member(
                     chat_id, int(action.target_id), ChatPermissions.no_permissions(), until_date=action.until))
+            elif action.kind is ActionKind.TAG:
+                return  # Telegram has no customer tags; siyu keeps them in storage
             elif action.kind is ActionKind.REMOVE and action.target_id:
                 await self._moderate(action, bot.ban_chat_member(chat_id, int(action.target_id)))
         except RetryAfter as exc:

@@ -66,6 +66,8 @@ class WebChat:
                                         "at": action.at.isoformat()})
             return  # history on reconnect covers sockets that miss this
         member = action.target_id or ""
+        if action.kind is ActionKind.TAG:
+            return  # tags live in siyu's storage; the page has nowhere to write them
         if action.kind is ActionKind.DELETE:
             await self._broadcast(key, {"type": "deleted", "id": f"in:{action.target_ref}"})
         elif action.kind is ActionKind.MUTE and action.until is not None:

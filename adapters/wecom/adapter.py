@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from xml.etree.ElementTree import Element
@@ -148,6 +148,7 @@ class WeComAdapter:
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     channel: str = CHANNEL
     _app_buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    _tag_ids: dict[str, str] = field(default_factory=dict)
     # welcome codes live 20 s, so keeping them in memory loses nothing a restart would not
     _welcome: dict[str, tuple[str, datetime]] = field(default_factory=dict)
 
@@ -209,16 +210,31 @@ class WeComAdapter:
                 for uid in sorted(known - set(members))]
         return joined + left
 
-    async def mark_tag(self, guide: str, customer: str, tag_ids: Sequence[str]) -> None:
-        """Write tags onto the contact (the client retries WeCom's 45033 concurrency answers)."""
+    async def _tag_id(self, name: str) -> str | None:
+        """Corp tag names → ids, read once from get_corp_tag_list and kept (tags change rarely)."""
+        if name not in self._tag_ids:
+            data = await self.client.call("/externalcontact/get_corp_tag_list", {})
+            for group in data.get("tag_group", []):
+                for tag in group.get("tag", []):
+                    self._tag_ids[tag["name"]] = tag["id"]
+        return self._tag_ids.get(name)
+
+    async def mark_tag(self, guide: str, customer: str, name: str) -> None:
+        """Write a tag onto the contact (the client retries WeCom's 45033 concurrency answers)."""
+        tag_id = await self._tag_id(name)
+        if tag_id is None:
+            raise DeliveryError(f"no corp tag named {name!r} — create it in the WeCom admin console", permanent=True)
         await self.client.call("/externalcontact/mark_tag", {"userid": guide, "external_userid": customer,
-                                                              "add_tag": list(tag_ids)})
+                                                              "add_tag": [tag_id]})
 
     async def deliver(self, action: Action) -> Pending | None:
-        if action.kind is not ActionKind.SAY:
-            return None  # external groups cannot be moderated through the API
         target = action.address.chat_id
         try:
+            if action.kind is ActionKind.TAG and action.sender_id and action.target_id:
+                await self.mark_tag(action.sender_id, action.target_id, action.text)
+                return None
+            if action.kind is not ActionKind.SAY:
+                return None  # external groups cannot be moderated through the API
             if target in self.staff_ids:
                 await self._app_message(target, action.text)
                 return None
