@@ -156,7 +156,6 @@ class WeComQuotas(_Strict):
     mass_per_customer_month: int | None = Field(None, ge=1)  # None: as many as days in the month (4 on old rules)
     member_per_customer_day: int = Field(1, ge=1)            # member-initiated sends per member per customer
     app_messages_per_member_minute: int = Field(30, ge=1)
-    group_webhook_per_minute: int = Field(20, ge=1)
 
 
 class WeComSettings(_Strict):

@@ -50,10 +50,9 @@ class Engine:
     """Handles one Event per transaction: dedupe, remember, decide, queue replies."""
 
     def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, runner: JourneyRunner,
-                 conversation_link: Callable[[str, str], str] | None = None) -> None:
+                 conversation_link: Callable[[str, str], str]) -> None:
         self.db = db
-        self.conversation_link = conversation_link or (
-            lambda channel, chat_id: f"{settings.adapters.webchat.public_url}/#chat={channel}:{chat_id}")
+        self.conversation_link = conversation_link  # where a guide opens a conversation (the app knows)
         self.handoff_timeout = parse_duration(settings.faq.handoff_timeout)
         self.library = library
         self.settings = settings

@@ -30,7 +30,7 @@ _SOURCES = ("门店扫码", "小红书", "直播间", "朋友推荐")
 
 
 @dataclass(frozen=True)
-class Step:
+class ScriptedAct:
     """A scripted customer action at a virtual time."""
 
     at: datetime
@@ -75,19 +75,19 @@ def _customers(count: int, rng: random.Random, start: datetime, days: int) -> li
     return customers
 
 
-def _script(customer: SimCustomer, rng: random.Random) -> Iterator[Step]:
+def _script(customer: SimCustomer, rng: random.Random) -> Iterator[ScriptedAct]:
     day = timedelta(days=1)
     base = customer.added_at
-    yield Step(base, customer.index, "add")
+    yield ScriptedAct(base, customer.index, "add")
     if customer.kind == "engaged":
-        yield Step(base + timedelta(minutes=rng.randrange(3, 40)), customer.index, "say", "你好呀，谢谢小美～")
+        yield ScriptedAct(base + timedelta(minutes=rng.randrange(3, 40)), customer.index, "say", "你好呀，谢谢小美～")
         for offset, text in ((2, rng.choice(_FAQ_QUESTIONS)), (5, rng.choice(_UNKNOWN_QUESTIONS)),
                              (12, rng.choice(_FAQ_QUESTIONS))):
-            yield Step(base + offset * day + timedelta(hours=rng.randrange(1, 5)), customer.index, "say", text)
+            yield ScriptedAct(base + offset * day + timedelta(hours=rng.randrange(1, 5)), customer.index, "say", text)
     elif customer.kind == "opts_out":
-        yield Step(base + 4 * day + timedelta(hours=1), customer.index, "say", "退订")
+        yield ScriptedAct(base + 4 * day + timedelta(hours=1), customer.index, "say", "退订")
     elif customer.kind == "churns":
-        yield Step(base + 10 * day, customer.index, "remove")
+        yield ScriptedAct(base + 10 * day, customer.index, "remove")
 
 
 class Simulation:
@@ -132,7 +132,7 @@ class Simulation:
             await self.app.close()
         return self.customers
 
-    async def _act(self, step: Step) -> None:
+    async def _act(self, step: ScriptedAct) -> None:
         customer = self.customers[step.customer - 1]
         self._counter += 1
         external = f"sim-{customer.index:04d}"
