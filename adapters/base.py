@@ -1,40 +1,4 @@
-"""The narrow interface every transport implements."""
-from __future__ import annotations
+"""What adapters implement and raise: defined beside Event and Action in `bot.transport`."""
+from bot.transport import ChannelLimits, DeliveryError, Pending, Transport
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
-
-from bot.events import Action
-
-
-@dataclass(frozen=True)
-class Pending:
-    """The platform took the message but a person must still send it (WeCom's assisted sending)."""
-
-    platform_ref: str
-    expires_at: datetime
-
-
-class DeliveryError(Exception):
-    """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again;
-    `pause_channel` when the whole channel is throttled (flood control), not just this recipient."""
-
-    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False,
-                 pause_channel: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-        self.permanent = permanent
-        self.pause_channel = pause_channel
-
-
-class Transport(Protocol):
-    """What the engine needs from an adapter: a channel name and a way to deliver an Action."""
-
-    channel: str
-
-    async def deliver(self, action: Action) -> Pending | None:
-        """Hand one action to the platform; raise DeliveryError on failure; return Pending when a
-        person must confirm it. Must tolerate a repeat of the same `action.ref` (after a crash the
-        outbox may deliver it again)."""
-        ...
+__all__ = ["ChannelLimits", "DeliveryError", "Pending", "Transport"]

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from adapters.base import Transport
+from bot.transport import Transport
 from adapters.console import ConsoleChat, stdin_line
 from adapters.telegram import TelegramAdapter
 from adapters.wecom.aibot import AiBotConnection
@@ -57,7 +57,8 @@ class App:
         self.runner = JourneyRunner(settings.policy.timezone)
         self.engine = Engine(self.db, self.library, settings, self.runner, self.conversation_link)
         worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker)
+        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker,
+                                   lambda channel: getattr(self.transports.get(channel), "limits", None))
         self.transports: dict[str, Transport] = {}
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
         self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)

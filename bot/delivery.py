@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
-from adapters.base import DeliveryError, Pending, Transport
+from bot.transport import DeliveryError, Pending, Transport
 from bot.clock import Clock
 from bot.config import DeliveryRate
 from bot.ratelimit import TokenBucket

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from bot.transport import ChannelLimits
 from bot.config import WEEKDAYS, PolicySettings
 from bot.durations import DailyWindow, parse_duration
 
@@ -82,6 +83,8 @@ class TouchRequest:
     expire: timedelta | None = None
     last_inbound_at: datetime | None = None
     sent: Sequence[datetime] = field(default_factory=tuple)
+    channel: ChannelLimits | None = None
+    window_used: int = 0  # our messages since the customer's last one (for reply-window channels)
 
 
 def next_allowed_time(now: datetime, zone: ZoneInfo, quiet: DailyWindow, window: DailyWindow | None,
@@ -111,6 +114,45 @@ def next_allowed_time(now: datetime, zone: ZoneInfo, quiet: DailyWindow, window:
 
 def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
+def channel_verdict(request: TouchRequest) -> PolicyDecision | None:
+    """A reply window that is closed or used up cannot reopen by waiting: such a touch is dropped."""
+    limits, now = request.channel, request.now
+    if limits is None or limits.reply_window is None:
+        return None
+    if request.last_inbound_at is None or now - request.last_inbound_at > limits.reply_window:
+        return PolicyDecision(Verdict.DROP, "channel_window_closed",
+                              f"the channel only allows messages within {limits.reply_window} of the customer's "
+                              "last message")
+    if limits.window_messages is not None and request.window_used >= limits.window_messages:
+        return PolicyDecision(Verdict.DROP, "channel_window_full",
+                              f"{request.window_used} messages already sent since the customer's last message "
+                              f"(the channel allows {limits.window_messages})")
+    return None
+
+
+def channel_blocks(request: TouchRequest) -> list[tuple[datetime, str, str]]:
+    """The platform's per-customer quotas, counted on the same send history as siyu's own caps."""
+    limits, now, zone = request.channel, request.now, request.zone
+    if limits is None:
+        return []
+    today = now.astimezone(zone).date()
+    first_next = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
+    blocks = []
+    if limits.per_customer_day is not None:
+        n = sum(1 for t in request.sent if t.astimezone(zone).date() == today)
+        if n >= limits.per_customer_day:
+            blocks.append((_local_midnight(today + timedelta(days=1), zone), "channel_quota_day",
+                           f"the platform allows {limits.per_customer_day} per customer per day"))
+    month_cap = (first_next - today.replace(day=1)).days if limits.month_is_days else limits.per_customer_month
+    if month_cap is not None:
+        n = sum(1 for t in request.sent
+                if (t.astimezone(zone).year, t.astimezone(zone).month) == (today.year, today.month))
+        if n >= month_cap:
+            blocks.append((_local_midnight(first_next, zone), "channel_quota_month",
+                           f"the platform allows {month_cap} per customer this month"))
+    return blocks
 
 
 def budget_blocks(request: TouchRequest) -> list[tuple[datetime, str, str]]:
@@ -156,6 +198,9 @@ class TouchPolicy:
             return PolicyDecision(Verdict.DROP, "expired",
                                   f"stale: due {request.first_due_at.astimezone(zone):%m-%d %H:%M}, "
                                   f"expires after {request.expire}")
+        closed = channel_verdict(request)
+        if closed is not None:
+            return closed
         if request.reply:
             return PolicyDecision(Verdict.SEND, "reply", "answers the customer's own action; not counted")
         if request.competing_priority is not None and request.competing_priority > request.priority:
@@ -163,7 +208,7 @@ class TouchPolicy:
                                   f"a priority {request.competing_priority} touch is due; this one "
                                   f"(priority {request.priority}) waits", now + timedelta(minutes=1))
 
-        blocks: list[tuple[datetime, str, str]] = []
+        blocks: list[tuple[datetime, str, str]] = channel_blocks(request)  # the platform's: nobody bypasses
         bypass = request.triggered_by is not None and rules.guides_may_bypass_caps
         if not bypass:
             blocks += budget_blocks(request)

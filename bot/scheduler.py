@@ -7,6 +7,7 @@ mid-way leaves a claim that expires and is taken over; its uncommitted work neve
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,6 +23,7 @@ from bot.facts import customer_view, customer_zone
 from bot.journey import Journey, Step
 from bot.library import ScriptLibrary
 from bot.policy import PolicyDecision, Rules, TouchPolicy, TouchRequest, Verdict
+from bot.transport import ChannelLimits
 from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.db import Database
@@ -57,7 +59,9 @@ class Scheduler:
     """Runs due touches; `run_due()` is one pass, safe to call from many processes at once."""
 
     def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, clock: Clock,
-                 runner: JourneyRunner, worker_id: str) -> None:
+                 runner: JourneyRunner, worker_id: str,
+                 limits_for: Callable[[str], ChannelLimits | None] = lambda channel: None) -> None:
+        self.limits_for = limits_for  # what each channel allows, as its adapter declares it
         self.db = db
         self.library = library
         self.settings = settings
@@ -148,12 +152,16 @@ class Scheduler:
             sent = await repo.proactive_sends_since(session, contact.id, now - HISTORY)
             rivals = await repo.competing_touches(session, contact.id, touch.id, now)
             competing = max((self.priority_of(j, by) for j, by in rivals), default=None)
+        limits = self.limits_for(contact.channel)
+        window_used = 0
+        if limits is not None and limits.reply_window is not None:
+            _, window_used = await repo.delivery_window(session, contact.channel, contact.external_id)
         return TouchRequest(
             now=now, zone=customer_zone(contact, self.settings.policy.timezone), rules=self.rules_for(journey.id),
             opted_out=contact.opted_out, churned=contact.churned, reply=step.reply, window=step.window,
             priority=self.priority_of(journey.id, touch.triggered_by), competing_priority=competing,
             triggered_by=touch.triggered_by, first_due_at=touch.first_due_at, expire=journey.expire_of(step),
-            last_inbound_at=contact.last_inbound_at, sent=sent)
+            last_inbound_at=contact.last_inbound_at, sent=sent, channel=limits, window_used=window_used)
 
     async def _send(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                     journey: Journey, step: Step, decision: PolicyDecision, now: datetime) -> TouchOutcome:

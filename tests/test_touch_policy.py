@@ -101,3 +101,23 @@ def test_per_journey_overrides() -> None:
     assert Rules.from_settings(policy, "new_customer").min_gap == timedelta(hours=20)
     assert budget_blocks(TouchRequest(now=at(3, 16), zone=SHANGHAI, rules=Rules.from_settings(policy, "occasions"),
                                       sent=[at(2, 10)])) == []
+
+
+def test_channel_limits_declared_by_the_adapter_are_planned_for() -> None:
+    from bot.transport import ChannelLimits
+
+    kf = ChannelLimits(reply_window=timedelta(hours=48), window_messages=5)
+    assert decide(at(3, 11), channel=kf, last_inbound_at=at(3, 9)).verdict is Verdict.SEND
+    closed = decide(at(6, 11), channel=kf, last_inbound_at=at(3, 9))
+    assert (closed.verdict, closed.reason) == (Verdict.DROP, "channel_window_closed")
+    full = decide(at(3, 11), channel=kf, last_inbound_at=at(3, 9), window_used=5, reply=True)
+    assert (full.verdict, full.reason) == (Verdict.DROP, "channel_window_full")
+
+    wecom = ChannelLimits(assisted=True, per_customer_day=1, month_is_days=True)
+    no_caps = Rules.from_settings(PolicySettings(caps=Caps(day=None, week=None, month=None), min_gap="0h",
+                                                 guides_may_bypass_caps=True))
+    quota = decide(at(3, 11), channel=wecom, sent=[at(3, 9, 30)], rules=no_caps, triggered_by="xiaomei")
+    assert (quota.verdict, quota.reason) == (Verdict.DEFER, "channel_quota_day")  # nobody bypasses the platform
+    month = decide(at(31, 11), channel=wecom, rules=no_caps,
+                   sent=[datetime(2026, 3, d, 10, tzinfo=SHANGHAI) for d in range(1, 32)])
+    assert (month.reason, month.until) == ("channel_quota_month", datetime(2026, 4, 1, 9, tzinfo=SHANGHAI))

@@ -293,17 +293,15 @@ async def test_kf_window_and_five_message_rule(world: WeComWorld) -> None:
         await world.h.guide_says_on("wecom", GUIDE, f"/sop new_customer.day1_care {chat}")
     assert len(world.fake.called("/kf/send_msg")) == 5  # the platform allows 5 per 48 h window
     async with world.h.app.db.session() as session:
-        refused = (await session.scalars(select(Message.delivery_error).where(
-            Message.channel == "wecom_kf", Message.delivery_error.isnot(None)))).all()
-    assert refused and all("5 messages" in r for r in refused)
+        reasons = (await session.scalars(select(Touch.reason).where(Touch.status == "dropped"))).all()
+    assert reasons == ["channel_window_full"] * 3  # the policy knew before anything was sent
 
     world.h.clock.advance(timedelta(hours=49))
     await world.h.guide_says_on("wecom", GUIDE, f"/sop new_customer.day3_followup {chat}")
     assert len(world.fake.called("/kf/send_msg")) == 5
     async with world.h.app.db.session() as session:
-        last = await session.scalar(select(Message.delivery_error).where(
-            Message.channel == "wecom_kf", Message.action == "say").order_by(Message.id.desc()))
-    assert "48 h" in last
+        last = await session.scalar(select(Touch.reason).where(Touch.status == "dropped").order_by(Touch.id.desc()))
+    assert last == "channel_window_closed"
 
 
 async def test_platform_quota_defers_a_second_assisted_send_the_same_day(world: WeComWorld) -> None:
@@ -314,8 +312,12 @@ async def test_platform_quota_defers_a_second_assisted_send_the_same_day(world: 
     world.h.clock.advance(timedelta(minutes=1))
     await world.h.guide_says_on("wecom", GUIDE, "/sop new_customer.day3_followup wmQUOTA01")
     assert len(world.fake.called("/externalcontact/add_msg_template")) == 1  # one per member per customer per day
-    await world.h.run_for(timedelta(hours=20))  # past local midnight, before the journey's own day-1 step
-    assert len(world.fake.called("/externalcontact/add_msg_template")) == 2  # waited, not dropped
+    async with world.h.app.db.session() as session:
+        waiting = await session.scalar(select(Touch).where(Touch.step_id == "day3_followup",
+                                                           Touch.triggered_by.isnot(None)))
+    assert (waiting.status, waiting.reason) == ("pending", "channel_quota_day")  # planned, not refused
+    await world.h.run_for(timedelta(hours=24))  # the next morning it goes; the journey's own step waits a day
+    assert len(world.fake.called("/externalcontact/add_msg_template")) == 2
 
 
 def test_siyu_serve_answers_the_platform_url_check(tmp_path) -> None:  # type: ignore[no-untyped-def]

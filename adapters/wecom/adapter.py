@@ -22,7 +22,7 @@ import defusedxml.ElementTree as SafeXML
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
-from adapters.base import DeliveryError, Pending
+from adapters.base import ChannelLimits, DeliveryError, Pending
 from adapters.wecom.api import WeComClient, WeComError
 from adapters.wecom.crypto import CallbackError, StaleTimestamp, Undecryptable, WeComCrypto
 from bot.ratelimit import TokenBucket
@@ -151,6 +151,13 @@ class WeComAdapter:
     _tag_ids: dict[str, str] = field(default_factory=dict)
     # welcome codes live 20 s, so keeping them in memory loses nothing a restart would not
     _welcome: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> ChannelLimits:
+        """External contacts: only assisted proactive sends, within WeCom's per-customer quotas."""
+        return ChannelLimits(assisted=True, per_customer_day=self.quotas.member_per_customer_day,
+                             per_customer_month=self.quotas.mass_per_customer_month,
+                             month_is_days=self.quotas.mass_per_customer_month is None)
 
     async def translate(self, payload: str) -> list[Event]:
         f = _fields(payload)
@@ -326,6 +333,8 @@ class WeComKf:
     values: ValueStore
     window: WindowLookup
     channel: str = KF_CHANNEL
+
+    limits = ChannelLimits(reply_window=KF_WINDOW, window_messages=KF_MAX_MESSAGES)
 
     async def pull(self, token: str, open_kfid: str) -> list[Event]:
         get, put = self.values

@@ -1,0 +1,59 @@
+"""The narrow interface between the engine and every transport, with the types both sides share.
+
+It lives in `bot/` beside Event and Action so the engine never imports `adapters/`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.events import Action
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """What a channel allows, declared by its adapter so the policy can plan before anything is sent.
+
+    `reply_window`: proactive messages only this long after the customer's last message, and at most
+    `window_messages` of ours in that window. `per_customer_day` / `per_customer_month` cap proactive
+    sends per customer (`month_is_days` = as many as days in the month). `assisted`: a person confirms.
+    """
+
+    assisted: bool = False
+    reply_window: timedelta | None = None
+    window_messages: int | None = None
+    per_customer_day: int | None = None
+    per_customer_month: int | None = None
+    month_is_days: bool = False
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The platform took the message but a person must still send it (WeCom's assisted sending)."""
+
+    platform_ref: str
+    expires_at: datetime
+
+
+class DeliveryError(Exception):
+    """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again;
+    `pause_channel` when the whole channel is throttled (flood control), not just this recipient."""
+
+    def __init__(self, message: str, retry_after: float | None = None, permanent: bool = False,
+                 pause_channel: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+        self.pause_channel = pause_channel
+
+
+class Transport(Protocol):
+    """What the engine needs from an adapter: a channel name and a way to deliver an Action."""
+
+    channel: str
+
+    async def deliver(self, action: Action) -> Pending | None:
+        """Hand one action to the platform; raise DeliveryError on failure; return Pending when a
+        person must confirm it. Must tolerate a repeat of the same `action.ref` (after a crash the
+        outbox may deliver it again)."""
+        ...
