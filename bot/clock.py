@@ -1,7 +1,6 @@
 """The one clock. Everything that asks "what time is it" asks a `Clock`."""
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -26,7 +25,6 @@ class VirtualClock:
         if start.tzinfo is None:
             raise ValueError("VirtualClock needs a timezone-aware start time")
         self._now = start.astimezone(timezone.utc)
-        self._changed = asyncio.Event()
 
     def now(self) -> datetime:
         return self._now

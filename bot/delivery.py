@@ -54,8 +54,7 @@ class Dispatcher:
         while True:
             now = self.clock.now()
             async with self.db.session() as session, session.begin():
-                batch = await repo.claim_undelivered(session, list(self.transports), now, self.lease, limit,
-                                                     self.db.supports_skip_locked)
+                batch = await repo.claim_undelivered(session, list(self.transports), now, self.lease, limit)
             if not batch:
                 return delivered
             for message in batch:

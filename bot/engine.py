@@ -66,8 +66,9 @@ class Engine:
 
     @property
     def understanding(self) -> Understanding:
-        if self._understanding is None or self._understanding_version != self.library.version:
-            # normally built off the loop by refresh_understanding(); this covers a reload race
+        """The current matchers. After an FAQ edit the previous ones keep answering until
+        refresh_understanding() has rebuilt them off the event loop."""
+        if self._understanding is None:
             self._understanding = build_understanding(self.library.catalog, self.settings)
             self._understanding_version = self.library.version
         return self._understanding

@@ -231,9 +231,11 @@ class TouchPolicy:
                 reason, sentence = self._window_reason(request)
             return PolicyDecision(Verdict.DEFER, reason, f"{sentence}; deferred to {local:%Y-%m-%d %H:%M} local",
                                   until)
+        assisted = "; assisted: the guide confirms it on the platform" if request.channel and \
+            request.channel.assisted else ""
         if bypass:
-            return PolicyDecision(Verdict.SEND, "guide_bypass", f"caps bypassed by {request.triggered_by}")
-        return PolicyDecision(Verdict.SEND, "ok", "within caps, gap, quiet hours and window")
+            return PolicyDecision(Verdict.SEND, "guide_bypass", f"caps bypassed by {request.triggered_by}{assisted}")
+        return PolicyDecision(Verdict.SEND, "ok", f"within caps, gap, quiet hours and window{assisted}")
 
     @staticmethod
     def _window_reason(request: TouchRequest) -> tuple[str, str]:

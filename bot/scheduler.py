@@ -79,7 +79,7 @@ class Scheduler:
             now = self.clock.now()
             async with self.db.session() as session, session.begin():
                 ids = await repo.claim_due_touches(session, self.worker_id, now, self.lease,
-                                                   self.settings.scheduler.batch, self.db.supports_skip_locked)
+                                                   self.settings.scheduler.batch)
             if not ids:
                 return outcomes
             for touch_id in ids:

@@ -1,7 +1,6 @@
 """Fuzzy matching of a question against every example phrasing of every intent (rapidfuzz, vectorised)."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,14 +8,6 @@ from rapidfuzz import fuzz, process
 
 from intents.catalog import Catalog
 from intents.normalize import normalize
-
-_CJK = re.compile(r"([\u3400-\u9fff\uf900-\ufaff])")
-
-
-def tokenize(text: str) -> str:
-    """Normalised text with every CJK character its own token, so token scorers work without spaces."""
-    return " ".join(_CJK.sub(r" \1 ", normalize(text)).split())
-
 
 @dataclass(frozen=True)
 class Candidate:

@@ -44,10 +44,6 @@ class Database:
             self.engine, expire_on_commit=False
         )
 
-    @property
-    def supports_skip_locked(self) -> bool:
-        return self.dialect == "postgresql"
-
     async def upgrade(self) -> None:
         """Apply every Alembic migration not yet applied (what `siyu db upgrade` runs)."""
         async with self.engine.begin() as conn:

@@ -127,26 +127,37 @@ async def cancel_touches(session: AsyncSession, contact_id: int, now: datetime, 
     return touches
 
 
-async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, lease: timedelta, limit: int,
-                            skip_locked: bool) -> list[int]:
+def _skip_locked(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+async def _claim(session: AsyncSession, model: Any, ready: Any, order: Sequence[Any], limit: int,
+                 values: dict[str, Any]) -> list[int]:
+    """Mark up to `limit` ready rows as ours and return their ids.
+
+    One UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) … RETURNING: PostgreSQL workers skip
+    each other's rows, and on SQLite a single statement takes the write lock at once, so two
+    processes never deadlock upgrading a read lock.
+    """
+    candidates = select(model.id).where(ready).order_by(*order).limit(limit)
+    if _skip_locked(session):
+        candidates = candidates.with_for_update(skip_locked=True)
+    result = await session.execute(
+        update(model).where(model.id.in_(candidates.scalar_subquery()), ready).values(**values)
+        .returning(model.id).execution_options(synchronize_session=False))
+    return sorted(result.scalars().all())
+
+
+async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, lease: timedelta,
+                            limit: int) -> list[int]:
     """Claim up to `limit` due touches for this worker; expired claims of dead workers are taken over."""
     due = or_(
         and_(Touch.status == "pending", Touch.due_at <= now),
         and_(Touch.status == "claimed", Touch.claimed_until < now),
     )
-    candidates = select(Touch.id).where(due).order_by(Touch.due_at, Touch.id).limit(limit)
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    # One UPDATE … WHERE id IN (SELECT … SKIP LOCKED) RETURNING: on SQLite a single statement takes
-    # the write lock at once, so two processes never deadlock upgrading a read lock.
-    result = await session.execute(
-        update(Touch)
-        .where(Touch.id.in_(candidates.scalar_subquery()), due)
-        .values(status="claimed", claimed_by=worker, claimed_until=now + lease, attempts=Touch.attempts + 1)
-        .returning(Touch.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(result.scalars().all())
+    return await _claim(session, Touch, due, (Touch.due_at, Touch.id), limit,
+                        {"status": "claimed", "claimed_by": worker, "claimed_until": now + lease,
+                         "attempts": Touch.attempts + 1})
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
@@ -209,21 +220,13 @@ def add_message(session: AsyncSession, **values: Any) -> Message:
 
 
 async def claim_undelivered(session: AsyncSession, channels: Sequence[str], now: datetime, lease: timedelta,
-                            limit: int, skip_locked: bool) -> list[Message]:
+                            limit: int) -> list[Message]:
     """Outbound messages not yet handed to their platform, claimed for a short lease."""
     ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
                  Message.channel.in_(channels),
                  or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
-    candidates = select(Message.id).where(ready).order_by(Message.id).limit(limit)
-    if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
-    result = await session.execute(
-        update(Message).where(Message.id.in_(candidates.scalar_subquery()), ready)
-        .values(delivery_claimed_until=now + lease, delivery_attempts=Message.delivery_attempts + 1)
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    )
-    ids = list(result.scalars().all())
+    ids = await _claim(session, Message, ready, (Message.id,), limit,
+                       {"delivery_claimed_until": now + lease, "delivery_attempts": Message.delivery_attempts + 1})
     if not ids:
         return []
     return list((await session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))).all())
@@ -293,7 +296,7 @@ async def remember_inbound(session: AsyncSession, channel: str, dedupe_key: str,
 async def unprocessed_inbox(session: AsyncSession, channels: Sequence[str], limit: int = 100) -> Sequence[InboxItem]:
     query = select(InboxItem).where(InboxItem.processed_at.is_(None), InboxItem.channel.in_(channels),
                                     InboxItem.attempts < 5).order_by(InboxItem.id).limit(limit)
-    if session.bind.dialect.name == "postgresql":
+    if _skip_locked(session):
         query = query.with_for_update(skip_locked=True)
     return (await session.scalars(query)).all()
 

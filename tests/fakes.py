@@ -11,8 +11,28 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 
+class LocalServer:
+    """Serves a fake's routes on 127.0.0.1; subclasses add routes in `routes`."""
+
+    server: TestServer | None
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> str:
+        app = web.Application()
+        self.routes(app)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()
+
+
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(LocalServer):
     """`POST /v1/chat/completions` as an OpenAI-compatible server answers it.
 
     `reply(request_json)` returns the assistant message content, or raises web.HTTPException.
@@ -36,16 +56,12 @@ class FakeOpenAI:
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         })
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._completions)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return f"http://127.0.0.1:{self.server.port}/v1"
 
-    async def close(self) -> None:
-        if self.server is not None:
-            await self.server.close()
+    async def start(self) -> str:
+        return await super().start() + "/v1"
+
 
 
 def user_message(body: dict[str, Any]) -> str:
@@ -61,7 +77,7 @@ BOT_USER = {"id": 999000, "is_bot": True, "first_name": "山茶集小助手", "u
 
 
 @dataclass
-class FakeTelegram:
+class FakeTelegram(LocalServer):
     """The Bot API (`/bot<token>/<method>`) as api.telegram.org speaks it, with scriptable failures."""
 
     token: str = "123456:TEST-TOKEN"
@@ -132,16 +148,12 @@ class FakeTelegram:
                     "text": params.get("text", "")}
         return True  # setMyCommands, deleteWebhook, deleteMessage, restrictChatMember, banChatMember, …
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/bot{token}/{method}", self._api)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return f"http://127.0.0.1:{self.server.port}/bot"
 
-    async def close(self) -> None:
-        if self.server is not None:
-            await self.server.close()
+    async def start(self) -> str:
+        return await super().start() + "/bot"
+
 
 
 def tg_user(user_id: int, name: str, is_bot: bool = False) -> dict[str, Any]:
@@ -177,7 +189,7 @@ def tg_blocked(user_id: int, name: str) -> dict[str, Any]:
 
 
 @dataclass
-class FakeQyapi:
+class FakeQyapi(LocalServer):
     """qyapi.weixin.qq.com/cgi-bin as WeCom answers it: tokens that expire, errcodes on demand."""
 
     corp_id: str = "wwcorp0001"
@@ -251,20 +263,16 @@ class FakeQyapi:
             return {"msgid": f"kfmsg_{self._msgids}"}
         return {}
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/cgi-bin/{path:.*}", self._handle)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return f"http://127.0.0.1:{self.server.port}/cgi-bin"
 
-    async def close(self) -> None:
-        if self.server is not None:
-            await self.server.close()
+    async def start(self) -> str:
+        return await super().start() + "/cgi-bin"
+
 
 
 @dataclass
-class FakeAiBotGateway:
+class FakeAiBotGateway(LocalServer):
     """The AI bot long-connection gateway: subscribe, ping, callbacks out, replies in, all as JSON frames."""
 
     bot_id: str = "aibot001"
@@ -315,16 +323,14 @@ class FakeAiBotGateway:
             await ws.send_json(ack)
         return ws
 
-    async def start(self) -> str:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self._ws)
-        self.server = TestServer(app, host="127.0.0.1")
-        await self.server.start_server()
-        return f"ws://127.0.0.1:{self.server.port}/"
+
+    async def start(self) -> str:
+        return (await super().start()).replace("http://", "ws://", 1) + "/"
 
     async def close(self) -> None:
         for ws in self._sockets:
             if not ws.closed:
                 await ws.close()
-        if self.server is not None:
-            await self.server.close()
+        await super().close()

@@ -33,6 +33,13 @@ async def client(db_url: str, start) -> AsyncIterator[TestClient]:  # type: igno
     await h.close()
 
 
+async def join(client: TestClient, role: str, name: str) -> ClientWebSocketResponse:
+    """Open the page's WebSocket and join as `role` (customer, member or guide)."""
+    ws = await client.ws_connect("/ws")
+    await ws.send_json({"type": "join", "role": role, "name": name})
+    return ws
+
+
 async def next_of(ws: ClientWebSocketResponse, kind: str) -> dict[str, Any]:
     while True:
         frame = await asyncio.wait_for(ws.receive_json(), timeout=5)
@@ -54,8 +61,7 @@ async def test_page_is_served(client: TestClient) -> None:
 
 
 async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
-    ws = await client.ws_connect("/ws")
-    await ws.send_json({"type": "join", "role": "customer", "name": "林小姐"})
+    ws = await join(client, "customer", "林小姐")
     joined = await next_of(ws, "joined")
     assert joined["name"] == "林小姐"
     greeting = await next_of(ws, "message")
@@ -67,19 +73,16 @@ async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
     await ws.close()
 
     # reconnecting shows the conversation so far, and does not greet twice
-    ws = await client.ws_connect("/ws")
-    await ws.send_json({"type": "join", "role": "customer", "name": "林小姐"})
+    ws = await join(client, "customer", "林小姐")
     history = (await next_of(ws, "joined"))["history"]
     assert [m["from"] for m in history] == ["bot", "林小姐", "bot"]
     await ws.close()
 
 
 async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None:
-    guide = await client.ws_connect("/ws")
-    await guide.send_json({"type": "join", "role": "guide", "name": "xiaomei"})
+    guide = await join(client, "guide", "xiaomei")
     await next_of(guide, "joined")
-    customer = await client.ws_connect("/ws")
-    await customer.send_json({"type": "join", "role": "customer", "name": "webchat-guest"})
+    customer = await join(client, "customer", "webchat-guest")
     await next_of(customer, "message")  # greeting
 
     await customer.send_json({"type": "say", "id": "q1", "text": "你们和别家的面霜比哪个好"})
@@ -95,8 +98,7 @@ async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None
 
 
 async def test_strangers_cannot_join_as_guide(client: TestClient) -> None:
-    ws = await client.ws_connect("/ws")
-    await ws.send_json({"type": "join", "role": "guide", "name": "mallory"})
+    ws = await join(client, "guide", "mallory")
     error = await next_of(ws, "error")
     assert "not a configured guide" in error["text"]
     await ws.send_json({"type": "say", "text": "/optout 1"})
@@ -105,11 +107,9 @@ async def test_strangers_cannot_join_as_guide(client: TestClient) -> None:
 
 
 async def test_group_members_see_each_other_and_the_bot_answers_mentions(client: TestClient) -> None:
-    a = await client.ws_connect("/ws")
-    await a.send_json({"type": "join", "role": "member", "name": "阿May"})
+    a = await join(client, "member", "阿May")
     await next_of(a, "joined")
-    b = await client.ws_connect("/ws")
-    await b.send_json({"type": "join", "role": "member", "name": "Kiki"})
+    b = await join(client, "member", "Kiki")
     await next_of(b, "joined")
 
     await a.send_json({"type": "say", "id": "g1", "text": "大家好"})
@@ -125,11 +125,9 @@ async def test_group_members_see_each_other_and_the_bot_answers_mentions(client:
 
 
 async def test_group_spam_is_deleted_and_the_spammer_warned(client: TestClient) -> None:
-    a = await client.ws_connect("/ws")
-    await a.send_json({"type": "join", "role": "member", "name": "安分"})
+    a = await join(client, "member", "安分")
     await next_of(a, "joined")
-    spammer = await client.ws_connect("/ws")
-    await spammer.send_json({"type": "join", "role": "member", "name": "卖包"})
+    spammer = await join(client, "member", "卖包")
     await next_of(spammer, "joined")
     await spammer.send_json({"type": "say", "id": "s1", "text": "高仿大牌包包 一手货源"})
     assert (await next_of(a, "message"))["text"] == "高仿大牌包包 一手货源"

@@ -88,6 +88,3 @@ class WeComCrypto:
         plain += bytes([pad]) * pad
         encryptor = Cipher(algorithms.AES(self.key), modes.CBC(self.key[:16])).encryptor()
         return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode()
-
-    def sign(self, timestamp: str, nonce: str, encrypt: str) -> str:
-        return signature(self.token, timestamp, nonce, encrypt)
