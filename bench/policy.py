@@ -20,6 +20,7 @@ from bot.policy import Rules, TouchPolicy, TouchRequest
 from storage import repo
 from storage.db import Database
 from storage.models import Contact, Touch, TouchLog
+from storage.touch_status import TouchStatus
 
 CONTACTS = int(os.environ.get("BENCH_CONTACTS", "100000"))
 SAMPLES = 2000
@@ -42,7 +43,7 @@ async def _fill(db: Database) -> None:
                                      reason="ok", detail="", proactive=True,
                                      at=NOW - timedelta(hours=rng.randrange(1, 30 * 24))))
                 touches.append(dict(contact_id=i, journey_id="new_customer", step_id="day30_interest",
-                                    idempotency_key=f"bench:{i}", due_at=NOW, first_due_at=NOW, status="pending",
+                                    idempotency_key=f"bench:{i}", due_at=NOW, first_due_at=NOW, status=TouchStatus.PENDING,
                                     attempts=0, created_at=NOW))
             if logs:
                 await conn.execute(insert(TouchLog), logs)

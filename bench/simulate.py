@@ -6,14 +6,14 @@ from datetime import datetime
 from io import StringIO
 from pathlib import Path
 
-from bot.config import load_settings
+from bot.config_loader import load_config
 from bot.simulate import Simulation, write_transcripts
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 async def main() -> None:
-    settings = load_settings(ROOT / "config.yaml")
+    settings = load_config(ROOT / "config.yaml")
     start = datetime.fromisoformat("2026-03-02T00:00:00+08:00")
     began = time.perf_counter()
     customers = await Simulation(settings, ROOT / "scripts", 35, 100, 1, start).run()

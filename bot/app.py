@@ -1,4 +1,4 @@
-"""The composition root: reads settings, wires storage, scripts, engine and transports together.
+"""The composition root: reads settings, wires storage, scripts, engine and the enabled adapters together.
 
 This is the only module in `bot/` that imports `adapters/`.
 """
@@ -10,36 +10,27 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from bot.transport import Transport
-from adapters.console import ConsoleChat, stdin_line
-from adapters.telegram import TelegramAdapter
-from adapters.wecom.aibot import AiBotConnection
-from adapters.wecom.adapter import CHANNEL as WECOM
-from adapters.wecom.adapter import KF_CHANNEL, WeComAdapter, WeComCallback, WeComKf
-from adapters.wecom.api import WeComClient
-from adapters.wecom.crypto import WeComCrypto
-from adapters.webchat import WebChat
-from adapters.webchat.server import CHANNEL as WEBCHAT, HistoryLine
+from adapters.registry import ADAPTERS
+from bot.adapter_store import AdapterStorage
 from bot.clock import Clock, SystemClock
 from bot.commands import STAFF_COMMANDS
 from bot.config import Settings
 from bot.delivery import Dispatcher
-from bot.durations import parse_duration
-from bot.inbox import InboxProcessor
 from bot.engine import Engine
-from bot.events import ChatType, Event
 from bot.enrolment import JourneyRunner
+from bot.events import Event
+from bot.inbox import InboxProcessor
 from bot.library import ScriptLibrary
+from bot.plugin import Adapter, AdapterContext, AdapterSpec
 from bot.problems import Problem
 from bot.scheduler import Scheduler, TouchOutcome
-from storage import repo
+from bot.transport import ChannelLimits, Limited, LinksConversations, Transport
 from storage.db import Database
 
 log = logging.getLogger(__name__)
@@ -49,7 +40,7 @@ class App:
     """One running siyu: database, scripts, engine, scheduler and delivery, on one clock."""
 
     def __init__(self, settings: Settings, scripts: Path, clock: Clock | None = None,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, adapters: Sequence[AdapterSpec] = ADAPTERS) -> None:  # type: ignore[type-arg]
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = Database(settings.database_url)
@@ -57,23 +48,75 @@ class App:
         self.runner = JourneyRunner(settings.policy.timezone)
         self.engine = Engine(self.db, self.library, settings, self.runner, self.conversation_link)
         worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker,
-                                   lambda channel: getattr(self.transports.get(channel), "limits", None))
-        self.transports: dict[str, Transport] = {}
+        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker, self.limits_for)
+        self.transports: dict[str, Transport] = {}  # the one registry; the dispatcher reads it live
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate)
         self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)
-        self.closers: list[Callable[[], Awaitable[None]]] = []  # transports' own connections
+        self.specs = tuple(adapters)
+        self.adapters: list[Adapter] | None = None  # built on first use
+        self._to_stop: list[Adapter] = []  # built adapters hold clients even before they start
+
+    # --- what the engine asks of transports ---
+
+    def limits_for(self, channel: str) -> ChannelLimits | None:
+        transport = self.transports.get(channel)
+        return transport.limits if isinstance(transport, Limited) else None
 
     def conversation_link(self, channel: str, chat_id: str) -> str:
         """Where a guide opens the conversation: the platform's own link when the transport has one."""
-        link = getattr(self.transports.get(channel), "conversation_link", None)
-        if link is not None:
-            return str(link(chat_id))
-        return f"{self.settings.adapters.webchat.public_url}/#chat={channel}:{chat_id}"
+        transport = self.transports.get(channel)
+        if isinstance(transport, LinksConversations):
+            return transport.conversation_link(chat_id)
+        return f"{self.settings.server.public_url}/#chat={channel}:{chat_id}"
+
+    # --- adapters ---
 
     def add_transport(self, transport: Transport) -> None:
         self.transports[transport.channel] = transport
-        self.dispatcher.transports[transport.channel] = transport
+
+    def add_adapter(self, adapter: Adapter) -> None:
+        for transport in adapter.transports:
+            self.add_transport(transport)
+        self.inbox.translators.update(adapter.translators)
+
+    def plug_in(self) -> list[Adapter]:
+        """Build every configured adapter once (a spec returns None when its platform is not set up)."""
+        if self.adapters is None:
+            self.adapters = []
+            for spec in self.specs:
+                adapter = spec.build(self._context(spec))
+                if adapter is not None:
+                    self.add_adapter(adapter)
+                    self.adapters.append(adapter)
+                    self._to_stop.append(adapter)
+        return self.adapters
+
+    def _context(self, spec: AdapterSpec) -> AdapterContext:  # type: ignore[type-arg]
+        channels = {channel for member in self.settings.staff for channel in member.identities}
+        return AdapterContext(
+            settings=self.settings.adapter_settings(spec.name, spec.settings), handle=self.engine.handle,
+            handle_now=self.handle, clock=self.clock, store=AdapterStorage(self.db, self.clock),
+            wake=self.engine.work_ready.set, zone=ZoneInfo(self.settings.policy.timezone),
+            staff={channel: self.settings.staff_ids(channel) for channel in channels},
+            staff_commands=STAFF_COMMANDS)
+
+    async def start_adapters(self) -> None:
+        """Open the platforms' own connections (polling, long connections)."""
+        for adapter in self.plug_in():
+            if adapter.start is not None:
+                await adapter.start()
+
+    async def stop_adapters(self) -> None:
+        """Close what the adapters opened, newest first; safe to call twice."""
+        while self._to_stop:
+            adapter = self._to_stop.pop()
+            if adapter.stop is not None:
+                try:
+                    await adapter.stop()
+                except Exception:  # one platform failing to close must not keep the others open
+                    log.exception("stopping an adapter failed")
+
+    # --- running ---
 
     async def start(self, migrate: bool = True) -> list[Problem]:
         """Migrate, load scripts, register staff. Returns script problems (the rest still runs)."""
@@ -82,12 +125,12 @@ class App:
         problems = await asyncio.to_thread(self.library.reload)
         for problem in problems:
             log.error("%s", problem)
-        await self.engine.refresh_understanding()
+        await self.engine.answers.refresh()
         await self.engine.sync_staff()
         return problems
 
     async def handle(self, event: Event) -> None:
-        """What adapters call: apply the event, then send what it made due (the greeting before the next line)."""
+        """Apply the event, then send what it made due (the greeting before the next line)."""
         await self.engine.handle(event)
         await self.tick()
 
@@ -112,165 +155,50 @@ class App:
             if loop.time() >= next_reload:
                 for problem in await asyncio.to_thread(self.library.reload):
                     log.error("%s (still running the last good version)", problem)
-                await self.engine.refresh_understanding()
+                await self.engine.answers.refresh()
                 next_reload = loop.time() + reload_every
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.engine.work_ready.wait(), self.settings.scheduler.poll_seconds)
 
     async def close(self) -> None:
-        for close in self.closers:
-            await close()
+        await self.stop_adapters()
         await self.db.close()
 
 
-# --- transports -----------------------------------------------------------------------------
-
-async def _history(app: App, chat_type: ChatType, chat_id: str) -> list[HistoryLine]:
-    async with app.db.session() as session:
-        rows = await repo.conversation(session, WEBCHAT, chat_type.value, chat_id)
-    return [HistoryLine(ref=str(m.id) if m.direction == "out" else f"in:{m.id}",
-                        sender="bot" if m.sender_role == "bot" else m.sender_id, text=m.text, at=m.created_at)
-            for m in rows]
-
-
-def enable_webchat(app: App) -> WebChat:
-    async def is_staff(name: str) -> bool:
-        async with app.db.session() as session:
-            return await repo.staff_by_identity(session, WEBCHAT, name) is not None
-
-    async def history(chat_type: ChatType, chat_id: str) -> list[HistoryLine]:
-        return await _history(app, chat_type, chat_id)
-
-    webchat = WebChat(app.handle, history, is_staff, app.clock, app.settings.adapters.webchat.demo_group)
-    app.add_transport(webchat)
-    return webchat
-
-
-def enable_telegram(app: App) -> TelegramAdapter | None:
-    """The Telegram adapter when SIYU_TELEGRAM_TOKEN is set; guides are staff with a telegram identity."""
-    settings = app.settings.adapters.telegram
-    if not settings.token:
-        return None
-    guides = [member.identities["telegram"] for member in app.settings.staff if "telegram" in member.identities]
-    telegram = TelegramAdapter(settings.token, settings.api_base, app.engine.handle, app.clock, guides,
-                               STAFF_COMMANDS, settings.mode, settings.webhook_url, settings.webhook_secret)
-    app.add_transport(telegram)
-    return telegram
-
-
-AIBOT_CALLBACK = "wecom_aibot_callback"   # inbox channel of the AI bot's HTTP callbacks
-AIBOT_CALLBACK_PATH = "/wecom/aibot/callback"
-
-
-def enable_wecom(app: App) -> WeComCallback | None:
-    """WeCom callback, customer contact and 微信客服 when the corp id, token and AES key are set."""
-    settings = app.settings.adapters.wecom
-    if not settings.enabled:
-        return None
-    assert settings.corp_id and settings.token and settings.encoding_aes_key
-    client = WeComClient(settings.corp_id, settings.secret or "", app.clock, settings.api_base)
-    app.closers.append(client.close)
-
-    async def get_value(key: str) -> str | None:
-        async with app.db.session() as session:
-            return await repo.get_value(session, key)
-
-    async def set_value(key: str, value: str) -> None:
-        async with app.db.session() as session, session.begin():
-            await repo.set_value(session, key, value, app.clock.now())
-
-    async def window(chat_id: str) -> tuple[datetime | None, int]:
-        async with app.db.session() as session:
-            return await repo.delivery_window(session, KF_CHANNEL, chat_id)
-
-    async def remember(channel: str, key: str, payload: str) -> bool:
-        async with app.db.session() as session, session.begin():
-            return await repo.remember_inbound(session, channel, key, payload, app.clock.now())
-
-    async def sends_since(customer: str, guide: str | None, since: datetime) -> int:
-        async with app.db.session() as session:
-            return await repo.assisted_sends_since(session, WECOM, customer, guide, since)
-
-    async def members_of(group: str) -> set[str]:
-        async with app.db.session() as session:
-            return await repo.current_members(session, WECOM, group)
-
-    kf = WeComKf(client, app.clock, (get_value, set_value), window)
-    staff_ids = {m.identities["wecom"] for m in app.settings.staff if "wecom" in m.identities}
-    wecom = WeComAdapter(client, settings.agent_id or "", app.clock, staff_ids, kf=kf,
-                         assisted_expiry=parse_duration(settings.assisted_expiry), quotas=settings.quotas,
-                         sends_since=sends_since, members_of=members_of,
-                         zone=ZoneInfo(app.settings.policy.timezone))
-    app.add_transport(wecom)
-    app.add_transport(kf)
-    app.inbox.translators[WECOM] = wecom.translate
-    crypto = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
-    return WeComCallback(crypto, app.clock, remember, app.engine.work_ready.set, settings.timestamp_window)
-
-
-def enable_wecom_aibot(app: App) -> AiBotConnection | None:
-    """The AI bot: a long connection with bot id + secret, and/or its JSON callback (token + AES key)."""
-    settings = app.settings.adapters.wecom
-    if not settings.aibot_id:
-        return None
-    bot = AiBotConnection(settings.aibot_id, settings.aibot_secret or "", app.engine.handle, app.clock,
-                          url=settings.aibot_url)
-    app.add_transport(bot)
-    app.inbox.translators[AIBOT_CALLBACK] = bot.translate_callback
-    return bot
-
-
-def build_web_app(app: App, telegram: TelegramAdapter | None = None) -> web.Application:
-    """The aiohttp application `siyu serve` runs: health check plus every enabled HTTP adapter."""
+def build_web_app(app: App) -> web.Application:
+    """The aiohttp application `siyu serve` runs: health check plus every enabled adapter's routes."""
     web_app = web.Application()
-    wecom = enable_wecom(app)
-    if wecom is not None:
-        wecom.install(web_app)
-        settings = app.settings.adapters.wecom
-        aibot = app.transports.get("wecom_aibot")
-        if isinstance(aibot, AiBotConnection) and settings.token and settings.encoding_aes_key:
-            # the AI bot's own callback: JSON bodies, empty receive id
-            WeComCallback(WeComCrypto(settings.token, settings.encoding_aes_key, ""), app.clock, wecom.remember,
-                          wecom.wake, settings.timestamp_window, AIBOT_CALLBACK_PATH, AIBOT_CALLBACK,
-                          json_bodies=True).install(web_app)
-    if telegram is not None and telegram.mode == "webhook":
-        telegram.install(web_app)
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "journeys": sorted(app.library.journeys),
                                   "scripts_version": app.library.version})
 
     web_app.router.add_get("/healthz", healthz)
-    if app.settings.adapters.webchat.enabled:
-        enable_webchat(app).install(web_app)
+    for adapter in app.plug_in():
+        if adapter.routes is not None:
+            adapter.routes(web_app)
     return web_app
 
 
 async def serve(app: App, host: str, port: int) -> None:
-    """Run the web server and the scheduler loop until cancelled."""
-    telegram = enable_telegram(app)
-    aibot = enable_wecom_aibot(app)
-    runner = web.AppRunner(build_web_app(app, telegram))
+    """Run the web server, the adapters and the scheduler loop until cancelled."""
+    runner = web.AppRunner(build_web_app(app))
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("siyu is listening on http://%s:%s/", host, port)
-    if telegram is not None:
-        await telegram.start()
-    if aibot is not None and app.settings.adapters.wecom.aibot_secret:
-        aibot.start()  # the long connection; without a secret the bot runs on its HTTP callback only
     try:
+        await app.start_adapters()
         await app.run_forever()
     finally:
-        if aibot is not None:
-            await aibot.stop()
-        if telegram is not None:
-            await telegram.stop()
+        await app.stop_adapters()
         await runner.cleanup()
 
 
 async def chat_in_console(app: App) -> None:
     """`siyu chat`: the console REPL, with the scheduler running beside it."""
+    from adapters.console import ConsoleChat, stdin_line
+
     guide = app.settings.guide(None)
     guide_id = guide.identities.get("console", "guide") if guide else "guide"
     console = ConsoleChat(app.handle, app.clock, guide_id)

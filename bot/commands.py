@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.enrolment import JourneyRunner
+from bot.contacts import ContactLifecycle
+from bot.handoff import HandOff
 from bot.library import ScriptLibrary
 from storage import repo
 from storage.models import Contact
@@ -27,6 +28,16 @@ STAFF_COMMANDS = {
 HELP = "可用命令 / commands:\n" + "\n".join(f"/{name}  {text}" for name, text in STAFF_COMMANDS.items())
 
 
+def command_name(text: str) -> str:
+    """`/sop@siyu_bot new_customer 林小姐` → `sop` (groups append the bot's name)."""
+    words = text.strip().split(maxsplit=1)
+    return words[0].lstrip("/").split("@")[0].lower() if words else ""
+
+
+def is_staff_command(text: str) -> bool:
+    return text.strip().startswith("/") and command_name(text) in STAFF_COMMANDS
+
+
 class CommandError(ValueError):
     """A command the staff member should correct; the message says how."""
 
@@ -40,15 +51,13 @@ class StaffActor:
 
 
 class GuideCommands:
-    """Parses and runs staff commands inside the caller's transaction."""
+    """Parses staff commands and runs them, inside the caller's transaction, with the engine's own operations."""
 
-    def __init__(self, library: ScriptLibrary, runner: JourneyRunner,
-                 exit_journeys: Callable[[AsyncSession, Contact, str, datetime], Awaitable[list[str]]],
-                 handoff_timeout: timedelta = timedelta(hours=2)) -> None:
+    def __init__(self, library: ScriptLibrary, contacts: ContactLifecycle, handoff: HandOff, zone: ZoneInfo) -> None:
         self.library = library
-        self.runner = runner
-        self.exit_journeys = exit_journeys
-        self.handoff_timeout = handoff_timeout
+        self.contacts = contacts
+        self.handoff = handoff
+        self.zone = zone  # guides read times in the brand's local time
 
     async def run(self, session: AsyncSession, actor: StaffActor, text: str, now: datetime) -> str:
         try:
@@ -57,7 +66,7 @@ class GuideCommands:
             words = text.strip().split()
         if not words:
             return HELP
-        name, args = words[0].lstrip("/").split("@")[0].lower(), words[1:]  # /sop@siyu_bot in groups
+        name, args = command_name(words[0]), words[1:]
         try:
             match name:
                 case "sop":
@@ -66,25 +75,26 @@ class GuideCommands:
                     return await self.why(session, actor, args)
                 case "optout":
                     contact = await self._customer(session, actor, args, 1)
-                    contact.opted_out, contact.opted_out_at = True, now
-                    ended = await self.exit_journeys(session, contact, "opted_out", now)
+                    ended = await self.contacts.opt_out(session, contact, now)
+                    if ended is None:
+                        return f"{contact.name} 之前已经退订"
                     return f"已为 {contact.name} 退订；结束旅程：{', '.join(ended) or '无'}"
                 case "purchased":
                     contact = await self._customer(session, actor, args, 1)
-                    contact.purchased_at = now
-                    ended = await self.exit_journeys(session, contact, "purchased", now)
+                    ended = await self.contacts.purchased(session, contact, now)
                     return f"已记录 {contact.name} 购买；结束旅程：{', '.join(ended) or '无'}"
                 case "tag":
                     contact = await self._customer(session, actor, args, 2)
-                    contact.tags = sorted({*(contact.tags or []), args[1]})
+                    if not await self.contacts.add_tag(session, contact, args[1], now):
+                        return f"{contact.name} 已有标签 {args[1]}"
                     return f"已给 {contact.name} 打上标签 {args[1]}"
                 case "handoff":
                     contact = await self._customer(session, actor, args, 1)
-                    contact.handoff_until = now + self.handoff_timeout
-                    return f"已接管 {contact.name} 的会话，机器人暂停回复至 {contact.handoff_until:%m-%d %H:%M}Z（/release 恢复）"
+                    until = self.handoff.take_over(contact, now).astimezone(self.zone)
+                    return f"已接管 {contact.name} 的会话，机器人暂停回复至 {until:%m-%d %H:%M}（/release 恢复）"
                 case "release":
                     contact = await self._customer(session, actor, args, 1)
-                    contact.handoff_until = None
+                    self.handoff.release(contact)
                     return f"已把 {contact.name} 的会话交还给机器人"
                 case "help":
                     return HELP
@@ -112,7 +122,7 @@ class GuideCommands:
         if contact.opted_out or contact.churned:
             raise CommandError(f"{contact.name} 已退订或流失，不能再触达")
         if not step_id:
-            await self.runner.enrol(session, contact, journey, now, restart=True)
+            await self.contacts.runner.enrol(session, contact, journey, now, restart=True)
             return f"已让 {contact.name} 从头开始旅程 {journey.id}（{journey.title}）"
         if journey.step(step_id) is None:
             steps = ", ".join(s.id for s in journey.steps)

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from bot.durations import DailyWindow, parse_duration
 from bot.problems import Problem, ScriptError
-from bot.yamlsource import load_yaml
+from bot.yamlsource import YamlDocument, load_yaml
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/siyu.db"
+AdapterModel = TypeVar("AdapterModel", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -90,10 +92,6 @@ class PolicySettings(_Strict):
     _d = field_validator("min_gap", "live_conversation")(_check_duration)
     _k = field_validator("weekdays")(_check_weekdays)
 
-    @property
-    def quiet(self) -> DailyWindow:
-        return DailyWindow.parse(self.quiet_hours)
-
 
 class DeliveryRate(_Strict):
     """Outbound messages per second to one platform, with a burst allowance."""
@@ -134,59 +132,6 @@ class LlmSettings(_Strict):
     timeout_seconds: float = Field(3.0, gt=0)
 
 
-class WebchatSettings(_Strict):
-    enabled: bool = True
-    demo_group: str = "demo"
-    public_url: str = "http://127.0.0.1:8080"
-
-
-class TelegramSettings(_Strict):
-    """Enabled by SIYU_TELEGRAM_TOKEN (never put the token in this file)."""
-
-    mode: Literal["polling", "webhook"] = "polling"
-    api_base: str = "https://api.telegram.org/bot"   # SIYU_TELEGRAM_API_BASE (a local Bot API server, tests)
-    webhook_url: str | None = None                     # public https URL ending in /telegram/webhook
-    token: str | None = Field(None, exclude=True)      # from the environment only
-    webhook_secret: str | None = Field(None, exclude=True)
-
-
-class WeComQuotas(_Strict):
-    """The platform's own limits, as policy inputs; configurable because WeCom changes them."""
-
-    mass_per_customer_month: int | None = Field(None, ge=1)  # None: as many as days in the month (4 on old rules)
-    member_per_customer_day: int = Field(1, ge=1)            # member-initiated sends per member per customer
-    app_messages_per_member_minute: int = Field(30, ge=1)
-
-
-class WeComSettings(_Strict):
-    """The callback route is on when corp_id, token and encoding_aes_key are set (secrets: env only)."""
-
-    corp_id: str | None = None
-    agent_id: str | None = None
-    api_base: str = "https://qyapi.weixin.qq.com/cgi-bin"
-    timestamp_window: int = Field(300, ge=0)  # seconds; 0 disables the freshness check
-    assisted_expiry: str = "24h"              # how long a guide has to confirm an assisted send
-    quotas: WeComQuotas = WeComQuotas()
-    aibot_id: str | None = None               # 智能机器人 long connection: on with SIYU_WECOM_AIBOT_SECRET
-    aibot_url: str = "wss://openws.work.weixin.qq.com"
-    aibot_secret: str | None = Field(None, exclude=True)
-    token: str | None = Field(None, exclude=True)
-    encoding_aes_key: str | None = Field(None, exclude=True)
-    secret: str | None = Field(None, exclude=True)
-
-    _d = field_validator("assisted_expiry")(_check_duration)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.corp_id and self.token and self.encoding_aes_key)
-
-
-class AdapterSettings(_Strict):
-    webchat: WebchatSettings = WebchatSettings()
-    telegram: TelegramSettings = TelegramSettings()
-    wecom: WeComSettings = WeComSettings()
-
-
 class SchedulerSettings(_Strict):
     poll_seconds: float = Field(1.0, gt=0)
     batch: int = Field(50, ge=1)
@@ -196,6 +141,11 @@ class SchedulerSettings(_Strict):
 class ServerSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"  # where guides open conversations (links in hand-off notes)
+
+
+class NoAdapters(_Strict):
+    """Stands in for `adapters:` until the composition root supplies each platform's settings model."""
 
 
 class Settings(_Strict):
@@ -209,7 +159,7 @@ class Settings(_Strict):
     default_guide: str | None = None
     faq: FaqSettings = FaqSettings()
     llm: LlmSettings = LlmSettings()
-    adapters: AdapterSettings = AdapterSettings()
+    adapters: NoAdapters = NoAdapters()  # each adapter brings its own section model; see settings_model()
     scheduler: SchedulerSettings = SchedulerSettings()
     delivery: dict[str, DeliveryRate] = Field(default_factory=dict)  # per channel; default 20/s
 
@@ -223,20 +173,69 @@ class Settings(_Strict):
             raise ValueError("brand needs a 'name' — the brand customers know, e.g. name: 山茶集")
         return value
 
+    def adapter_settings(self, name: str, model: type[AdapterModel]) -> AdapterModel:
+        """One adapter's own settings (its defaults when config.yaml has no section for it)."""
+        value = getattr(self.adapters, name, None)
+        return value if isinstance(value, model) else model()
+
+    def staff_ids(self, channel: str) -> frozenset[str]:
+        """The platform ids of configured staff on one channel."""
+        return frozenset(m.identities[channel] for m in self.staff if channel in m.identities)
+
     def guide(self, key: str | None) -> StaffMember | None:
         wanted = key or self.default_guide
         return next((s for s in self.staff if s.id == wanted), None)
 
 
-ENV_SETTINGS = {  # SIYU_<ADAPTER>_<KEY> overrides adapters.<adapter>.<key>
-    "telegram": ("token", "api_base", "webhook_secret"),
-    "wecom": ("corp_id", "token", "encoding_aes_key", "secret", "agent_id", "api_base", "timestamp_window",
-              "aibot_id", "aibot_secret", "aibot_url"),
-}
+class AdapterSection(Protocol):
+    """What config loading needs to know about one adapter (bot.plugin.AdapterSpec provides it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings(self) -> type[BaseModel]: ...
+
+    @property
+    def env(self) -> tuple[str, ...]: ...
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
 
 
-def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
-    """Read and validate config.yaml (a missing file means all defaults); env vars override."""
+def settings_model(sections: Sequence[AdapterSection]) -> type[Settings]:
+    """Settings whose `adapters:` holds exactly these adapters' own settings models."""
+    if not sections:
+        return Settings
+    fields: dict[str, Any] = {s.name: (s.settings, s.settings()) for s in sections}
+    adapters = create_model("AdapterSettings", __base__=_Strict, **fields)
+    return create_model("Settings", __base__=Settings, adapters=(adapters, adapters()))
+
+
+def _adapter_env(data: dict[str, Any], sections: Sequence[AdapterSection], env: dict[str, str], path: Path,
+                 doc: YamlDocument | None) -> None:
+    """SIYU_<ADAPTER>_<KEY> sets adapters.<adapter>.<key>; secrets may only come from there."""
+    for section in sections:
+        prefix = f"SIYU_{section.name.upper()}_"
+        written = (data.get("adapters") or {}).get(section.name)
+        for secret in section.secrets:
+            if isinstance(written, dict) and secret in written:
+                raise ScriptError([Problem(str(path), doc.line("adapters", section.name, secret) if doc else 1,
+                                           f"adapters.{section.name}.{secret}: secrets never go in config.yaml — "
+                                           f"set {prefix}{secret.upper()} instead")])
+        overrides = {key: env[prefix + key.upper()] for key in section.env if env.get(prefix + key.upper())}
+        if overrides:
+            adapters = dict(data.get("adapters") or {})
+            adapters[section.name] = {**(adapters.get(section.name) or {}), **overrides}
+            data["adapters"] = adapters
+
+
+def load_settings(path: Path, env: dict[str, str] | None = None,
+                  sections: Sequence[AdapterSection] = ()) -> Settings:
+    """Read and validate config.yaml (a missing file means all defaults); env vars override.
+
+    `sections` are the adapters whose settings `adapters:` may hold (the composition root passes them).
+    """
     env = dict(os.environ if env is None else env)
     data: dict[str, Any] = {}
     doc = None
@@ -253,34 +252,15 @@ def load_settings(path: Path, env: dict[str, str] | None = None) -> Settings:
     for variable, key in (("SIYU_LLM_BASE_URL", "base_url"), ("SIYU_LLM_MODEL", "model")):
         if env.get(variable):
             data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
-    for adapter, secrets in (("telegram", ("token", "webhook_secret")),
-                             ("wecom", ("token", "encoding_aes_key", "secret", "aibot_secret"))):
-        section = (data.get("adapters") or {}).get(adapter)
-        for secret in secrets:
-            if isinstance(section, dict) and secret in section:
-                variable = f"SIYU_{adapter.upper()}_{secret.upper()}"
-                raise ScriptError([Problem(str(path), doc.line("adapters", adapter, secret) if doc else 1,
-                                           f"adapters.{adapter}.{secret}: secrets never go in config.yaml — "
-                                           f"set {variable} instead")])
-        overrides = {key: env[f"SIYU_{adapter.upper()}_{key.upper()}"] for key in ENV_SETTINGS[adapter]
-                     if env.get(f"SIYU_{adapter.upper()}_{key.upper()}")}
-        if overrides:
-            adapters = dict(data.get("adapters") or {})
-            adapters[adapter] = {**(adapters.get(adapter) or {}), **overrides}
-            data["adapters"] = adapters
+    _adapter_env(data, sections, env, path, doc)
     try:
-        settings = Settings.model_validate(data)
+        settings = settings_model(sections).model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = tuple(error["loc"])
-            line = doc.line(*where) if doc else 1
-            field = ".".join(str(p) for p in where) or "config"
-            message = error["msg"].removeprefix("Value error, ")
-            if error["type"] == "extra_forbidden":
-                message = "unknown setting — check the spelling against README 'Configuration'"
-            problems.append(Problem(str(path), line, f"{field}: {message}"))
-        raise ScriptError(problems) from None
+        from bot.validation import Voice, problems_from  # the one error-to-line mapping of every operator file
+
+        voice = Voice(noun="setting", see="check the spelling against README 'Configuration'")
+        raise ScriptError(problems_from(exc, settings_model(sections), data,
+                                        doc or YamlDocument(str(path), data), voice)) from None
     guide_ids = {s.id for s in settings.staff}
     if settings.default_guide and settings.default_guide not in guide_ids:
         line = doc.line("default_guide") if doc else 1

@@ -7,14 +7,15 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import update
 
-from bot.transport import DeliveryError, Pending, Transport
 from bot.clock import Clock
 from bot.config import DeliveryRate
-from bot.ratelimit import TokenBucket
 from bot.events import Action, ActionKind, Address, ChatType
+from bot.ratelimit import TokenBucket
+from bot.transport import ConfirmsPending, DeliveryError, Pending, PendingMessage, PendingState, Transport
 from storage import repo
 from storage.db import Database
 from storage.models import Message, Touch
+from storage.touch_status import TouchStatus, move
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class Dispatcher:
                  max_attempts: int = 8) -> None:
         self.db = db
         self.clock = clock
-        self.transports = dict(transports)
+        self.transports = transports  # the app's registry, read live
         self.rates = rates
         self.lease = lease
         self.max_attempts = max_attempts
@@ -77,18 +78,20 @@ class Dispatcher:
                         target_ref=message.target_ref, until=message.until, sender_id=message.sender_id)
         try:
             receipt = await self.transports[message.channel].deliver(action)
-            if isinstance(receipt, Pending):  # a guide must confirm it on the platform
+            if isinstance(receipt, Pending):  # a guide must confirm it on the platform; the touch waits for that
                 values = {"platform_ref": receipt.platform_ref, "awaiting_until": receipt.expires_at,
                           "delivery_claimed_until": receipt.expires_at}
-                await self._set_touch(message, "awaiting_guide", "assisted")
             else:
                 values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
+                # an assisted channel may still deliver directly (a welcome code, an app message)
+                await self._finish_touch(message, TouchStatus.SENT, "delivered")
             sent = 1
         except DeliveryError as exc:
             sent = 0
             if exc.permanent or message.delivery_attempts >= self.max_attempts:
                 log.error("giving up on message %s to %s: %s", message.id, message.channel, exc)
                 values = {"delivery_claimed_until": None, "delivery_error": str(exc) or type(exc).__name__}
+                await self._finish_touch(message, TouchStatus.DROPPED, "platform_refused")
             else:
                 backoff = exc.retry_after if exc.retry_after is not None else 2 ** message.delivery_attempts
                 retry_at = self.clock.now() + timedelta(seconds=backoff)
@@ -100,37 +103,40 @@ class Dispatcher:
             await session.execute(update(Message).where(Message.id == message.id).values(**values))
         return sent
 
-    async def _set_touch(self, message: Message, status: str, reason: str) -> None:
+    async def _finish_touch(self, message: Message, status: TouchStatus, reason: str) -> None:
+        """Settle the touch of a message that waited for a guide; other touches are already final."""
         if message.touch_id is None:
             return
         async with self.db.session() as session, session.begin():
-            await session.execute(update(Touch).where(Touch.id == message.touch_id).values(status=status,
-                                                                                           reason=reason))
+            await move(session, Touch.id == message.touch_id, (TouchStatus.AWAITING_GUIDE,), status, reason=reason)
 
     async def confirm_pending(self) -> None:
         """Ask platforms whether guides sent what they were asked to; expire what they did not."""
-        channels = [c for c, t in self.transports.items() if hasattr(t, "check_pending")]
+        channels = [c for c, t in self.transports.items() if isinstance(t, ConfirmsPending)]
         if not channels:
             return
         async with self.db.session() as session:
             waiting = await repo.awaiting_confirmation(session, channels)
         for message in waiting:
             transport = self.transports[message.channel]
+            assert isinstance(transport, ConfirmsPending)
             try:
-                state = await transport.check_pending(message.platform_ref, message.chat_id,  # type: ignore[attr-defined]
-                                                      message.sender_id)
+                state = await transport.check_pending(PendingMessage(message.platform_ref, message.chat_id,
+                                                                     message.sender_id))
             except DeliveryError as exc:
                 log.warning("cannot check assisted message %s: %s", message.id, exc)
                 continue
             now = self.clock.now()
-            if state == "sent":
+            expired = message.awaiting_until is not None and now >= message.awaiting_until
+            if state is PendingState.SENT:
                 values: dict[str, object] = {"delivered_at": now, "delivery_claimed_until": None}
-                await self._set_touch(message, "sent", "confirmed_by_guide")
-            elif state == "failed" or (message.awaiting_until is not None and now >= message.awaiting_until):
-                why = "the guide did not send it in time" if state != "failed" else "the platform refused it"
-                values = {"delivery_error": why, "delivery_claimed_until": None}
-                await self._set_touch(message, "dropped", "guide_did_not_send" if state != "failed"
-                                      else "platform_refused")
+                await self._finish_touch(message, TouchStatus.SENT, "confirmed_by_guide")
+            elif state is PendingState.FAILED or expired:
+                failed = state is PendingState.FAILED
+                values = {"delivery_error": "the platform refused it" if failed else "the guide did not send it in time",
+                          "delivery_claimed_until": None}
+                await self._finish_touch(message, TouchStatus.DROPPED,
+                                         "platform_refused" if failed else "guide_did_not_send")
             else:
                 continue
             async with self.db.session() as session, session.begin():

@@ -1,11 +1,39 @@
 """What scripts may know about a customer, computed from storage in one place."""
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from storage.models import Contact
+
+
+@dataclass(frozen=True)
+class CustomerView:
+    """The `customer` of templates and `when:` conditions: its field names are all scripts may read."""
+
+    id: int
+    name: str
+    tags: list[str]
+    interests: list[str]
+    source: str | None
+    birthday: date | None
+    timezone: str | None
+    replies: int
+    days_since_added: int
+    purchased: bool
+    channel: str
+
+
+CUSTOMER_FIELDS = frozenset(f.name for f in fields(CustomerView))
+
+# who `siyu check` renders every text for, so a typo'd variable fails there, not at 3 a.m.
+SAMPLE_CUSTOMER: dict[str, Any] = asdict(CustomerView(
+    id=1, name="林小姐", tags=["high_value"], interests=["skincare"], source="门店扫码",
+    birthday=date(1995, 5, 20), timezone="Asia/Shanghai", replies=1, days_since_added=3,
+    purchased=False, channel="webchat",
+))
 
 
 def customer_zone(contact: Contact, default: str) -> ZoneInfo:
@@ -13,17 +41,17 @@ def customer_zone(contact: Contact, default: str) -> ZoneInfo:
 
 
 def customer_view(contact: Contact, now: datetime) -> dict[str, Any]:
-    """The `customer` seen by templates and `when:` conditions (see bot.journey.CUSTOMER_FIELDS)."""
-    return {
-        "id": contact.id,
-        "name": contact.name or "亲",
-        "tags": list(contact.tags or []),
-        "interests": list(contact.interests or []),
-        "source": contact.source,
-        "birthday": contact.birthday,
-        "timezone": contact.timezone,
-        "replies": contact.replies,
-        "days_since_added": (now - contact.added_at).days,
-        "purchased": contact.purchased_at is not None,
-        "channel": contact.channel,
-    }
+    """The `customer` seen by templates and `when:` conditions, as plain values."""
+    return asdict(CustomerView(
+        id=contact.id,
+        name=contact.name or "亲",
+        tags=list(contact.tags or []),
+        interests=list(contact.interests or []),
+        source=contact.source,
+        birthday=contact.birthday,
+        timezone=contact.timezone,
+        replies=contact.replies,
+        days_since_added=(now - contact.added_at).days,
+        purchased=contact.purchased_at is not None,
+        channel=contact.channel,
+    ))

@@ -9,33 +9,26 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-import zhconv
 from jinja2 import Template
+from pydantic import BeforeValidator, Field, field_validator
 from rapidfuzz import fuzz
 
 from bot.durations import parse_duration
 from bot.problems import Problem
 from bot.templates import TemplateProblem, compile_template
+from bot.validation import FileModel, Loc, Mistake, Voice, dotted, validate
 from bot.yamlsource import YamlDocument
+from intents.normalize import fold, squeeze
 
 ACTIONS = ("warn", "mute", "remove")
+DEFAULT_WARNING = "@{{ member }} 请勿在群里发广告、链接或刷屏～"
 _URL = re.compile(
     r"(?:https?://|www\.)[^\s]+"
     r"|\b[a-z0-9][a-z0-9\-]{0,62}(?:\.[a-z0-9\-]{1,63})*\.(?:com|cn|net|org|top|xyz|vip|cc|me|io|co|info|"
     r"club|shop|site|online|link|ly|tk|app|live|work|fun|ink|pro|wang|ren)\b(?:/[^\s]*)?",
     re.IGNORECASE)
-
-
-def fold(text: str) -> str:
-    """Full-width → half-width, traditional → simplified, lower case; symbols kept (➕ means 加)."""
-    return zhconv.convert(unicodedata.normalize("NFKC", text), "zh-cn").lower()
-
-
-def squeeze(text: str) -> str:
-    """Folded text with everything but letters and digits removed: 兼 职.日-结 → 兼职日结."""
-    return "".join(c for c in fold(text) if unicodedata.category(c)[0] in "LN")
 
 
 @dataclass(frozen=True)
@@ -143,77 +136,130 @@ class GuardRules:
         return self.actions[min(strike, len(self.actions)) - 1]
 
 
-def parse_guard(doc: YamlDocument) -> tuple[GuardRules | None, list[Problem]]:
-    """Validate guard.yaml; every problem names its line."""
-    problems: list[Problem] = []
-    data = doc.data or {}
-    if not isinstance(data, dict):
-        return None, [doc.problem((), "guard.yaml must be a mapping of rules")]
-    known = {"flood", "repeat", "links", "blocked_types", "banned_words", "evasions", "new_member",
-             "escalation", "exempt"}
-    for key in sorted(set(data) - known):
-        problems.append(doc.problem((key,), f"unknown rule '{key}' — expected one of {', '.join(sorted(known))}"))
+def _word(value: Any) -> Any:
+    # YAML reads 110 or 2024 as numbers; in a word list they are words
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
-    def number(section: str, name: str, default: float, low: float = 1) -> Any:
-        value = (data.get(section) or {}).get(name, default)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < low:
-            problems.append(doc.problem((section, name), f"{section}.{name} must be a number ≥ {low:g}, got {value!r}"))
-            return default
-        return value
 
-    def duration(section: str, name: str, default: str) -> timedelta:
-        value = (data.get(section) or {}).get(name, default)
-        try:
-            return parse_duration(value)
-        except ValueError:
-            problems.append(doc.problem((section, name),
-                                        f"{section}.{name}: {value!r} — expected a duration like '10m' or '24h'"))
-            return parse_duration(default)
+Word = Annotated[str, BeforeValidator(_word)]
 
-    def words(key: str) -> tuple[str, ...]:
-        value = data.get(key) or []
-        if not isinstance(value, list) or not all(isinstance(v, (str, int)) for v in value):
-            problems.append(doc.problem((key,), f"{key} must be a list of words"))
-            return ()
-        return tuple(str(v) for v in value)
 
-    actions = tuple((data.get("escalation") or {}).get("actions", ACTIONS))
-    for i, action in enumerate(actions):
-        if action not in ACTIONS:
-            problems.append(doc.problem(("escalation", "actions", i),
-                                        f"unknown action {action!r} — use warn, mute or remove"))
-    warning = None
-    text = (data.get("escalation") or {}).get("warning", "@{{ member }} 请勿在群里发广告、链接或刷屏～")
+def _nothing_is_empty(value: Any) -> Any:
+    """`flood:` or `banned_words:` with nothing after it means the defaults, as if the key were absent."""
+    return {} if value is None else value
+
+
+def _nothing_is_no_words(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _duration(value: Any) -> timedelta:
     try:
-        warning = compile_template(str(text))
-    except TemplateProblem as exc:
-        problems.append(doc.problem(("escalation", "warning"), f"warning {exc}"))
-    evasions = data.get("evasions") or {}
-    if not isinstance(evasions, dict):
-        problems.append(doc.problem(("evasions",), "evasions must map a spelling to what it stands for"))
-        evasions = {}
-    pairs = tuple(sorted(((fold(str(k)).strip(), squeeze(str(v))) for k, v in evasions.items()
-                          if fold(str(k)).strip()), key=lambda p: -len(p[0])))
-    blocked = words("blocked_types")
-    rules = GuardRules(
-        flood_messages=int(number("flood", "messages", 6)),
-        flood_seconds=int(number("flood", "seconds", 30)),
-        repeat_times=int(number("repeat", "times", 3, 2)),
-        repeat_window=duration("repeat", "window", "10m"),
-        repeat_similarity=float(number("repeat", "similarity", 90)),
-        repeat_min_length=int(number("repeat", "min_length", 8, 0)),
-        allowed_domains=tuple(d.lower() for d in (data.get("links") or {}).get("allow", []) or []),
-        blocked_types=frozenset(blocked) if "blocked_types" in data else GuardRules.blocked_types,
-        banned_words=words("banned_words"),
-        evasions=pairs,
-        new_member_minutes=int(number("new_member", "minutes", 10, 0)),
-        escalation_window=duration("escalation", "window", "24h"),
-        actions=actions or ACTIONS,
-        mute_for=duration("escalation", "mute_for", "1h"),
-        warning=warning,
-        exempt=frozenset(words("exempt")),
-    )
-    return (None if problems else rules), problems
+        return parse_duration(value)
+    except ValueError:
+        raise Mistake(f"must be a duration like '10m' or '24h', got {value!r}") from None
+
+
+def _action(value: Any) -> str:
+    if value not in ACTIONS:
+        raise Mistake(f"unknown action {value!r} — use warn, mute or remove")
+    return str(value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+
+
+class FloodFile(FileModel):
+    messages: float = Field(6, ge=1, strict=True)
+    seconds: float = Field(30, ge=1, strict=True)
+
+
+class RepeatFile(FileModel):
+    times: float = Field(3, ge=2, strict=True)
+    window: Duration = timedelta(minutes=10)
+    similarity: float = Field(90, ge=1, strict=True)  # 0-100 after normalising; 100 = identical
+    min_length: float = Field(8, ge=0, strict=True)
+
+
+class LinksFile(FileModel):
+    allow: list[Word] = []
+
+    _allow = field_validator("allow", mode="before")(_nothing_is_no_words)
+
+
+class NewMemberFile(FileModel):
+    minutes: float = Field(10, ge=0, strict=True)
+
+
+class EscalationFile(FileModel):
+    window: Duration = timedelta(hours=24)
+    actions: list[Annotated[str, BeforeValidator(_action)]] = list(ACTIONS)
+    mute_for: Duration = timedelta(hours=1)
+    warning: Template = Field(default_factory=lambda: compile_template(DEFAULT_WARNING))
+
+    _actions = field_validator("actions", mode="before")(_nothing_is_no_words)
+
+    @field_validator("warning", mode="before")
+    @classmethod
+    def _template(cls, value: Any) -> Template:
+        try:
+            return compile_template(str(value))
+        except TemplateProblem as exc:
+            raise Mistake(f"{exc} — check {{{{ }}}} and {{% %}} pairs", text_line=exc.line) from None
+
+
+class GuardFile(FileModel):
+    """guard.yaml as written; every rule may be left out."""
+
+    flood: FloodFile = Field(default_factory=FloodFile)
+    repeat: RepeatFile = Field(default_factory=RepeatFile)
+    links: LinksFile = Field(default_factory=LinksFile)
+    blocked_types: list[Word] | None = None  # None: the default types; [] blocks none
+    banned_words: list[Word] = []
+    evasions: dict[Word, Word] = {}
+    new_member: NewMemberFile = Field(default_factory=NewMemberFile)
+    escalation: EscalationFile = Field(default_factory=EscalationFile)
+    exempt: list[Word] = []
+
+    _sections = field_validator("flood", "repeat", "links", "new_member", "escalation", "evasions",
+                                mode="before")(_nothing_is_empty)
+    _lists = field_validator("blocked_types", "banned_words", "exempt", mode="before")(_nothing_is_no_words)
+
+    def rules(self) -> GuardRules:
+        evasions = ((fold(wrong).strip(), squeeze(right)) for wrong, right in self.evasions.items())
+        return GuardRules(
+            flood_messages=int(self.flood.messages),
+            flood_seconds=int(self.flood.seconds),
+            repeat_times=int(self.repeat.times),
+            repeat_window=self.repeat.window,
+            repeat_similarity=float(self.repeat.similarity),
+            repeat_min_length=int(self.repeat.min_length),
+            allowed_domains=tuple(d.lower() for d in self.links.allow),
+            blocked_types=(frozenset(self.blocked_types) if self.blocked_types is not None
+                           else GuardRules.blocked_types),
+            banned_words=tuple(self.banned_words),
+            evasions=tuple(sorted((p for p in evasions if p[0]), key=lambda p: -len(p[0]))),
+            new_member_minutes=int(self.new_member.minutes),
+            escalation_window=self.escalation.window,
+            actions=tuple(self.escalation.actions) or ACTIONS,
+            mute_for=self.escalation.mute_for,
+            warning=self.escalation.warning,
+            exempt=frozenset(self.exempt),
+        )
+
+
+def _subject(loc: Loc) -> str:
+    # a list item's problem names the item itself ("unknown action 'kick'"); others name their setting
+    return "" if not loc or isinstance(loc[-1], int) else dotted(loc)
+
+
+GUARD_VOICE = Voice(subject=_subject, colon=False, see="see README 'The group guard'")
+
+
+def parse_guard(doc: YamlDocument) -> tuple[GuardRules | None, list[Problem]]:
+    """Validate guard.yaml (an empty file means the defaults); every problem names its line."""
+    guard, problems = validate(GuardFile, {} if doc.data is None else doc.data, doc, GUARD_VOICE)
+    return (guard.rules() if guard is not None else None), problems
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, time, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from jinja2 import Template
 from lunardate import LunarDate
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from bot.conditions import Condition, ConditionError, ConditionSchema
 from bot.durations import DailyWindow, parse_clock_time, parse_duration
+from bot.facts import CUSTOMER_FIELDS, SAMPLE_CUSTOMER
 from bot.problems import Problem
-from bot.templates import TemplateProblem, compile_template
+from bot.templates import TemplateProblem, compile_template, render
+from bot.validation import FileModel, Loc, Mistake, Voice, validate
 from bot.yamlsource import YamlDocument
 
 EXIT_REASONS = ("replied", "opted_out", "churned", "purchased")
@@ -21,14 +25,11 @@ ALWAYS_EXIT = frozenset({"opted_out", "churned"})  # the law and common decency,
 OCCASIONS = ("birthday", "festival")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
-CUSTOMER_FIELDS = frozenset({
-    "id", "name", "tags", "interests", "source", "birthday", "timezone", "replies",
-    "days_since_added", "purchased", "channel",
-})
 CONDITION_SCHEMA = ConditionSchema(
     names={"customer": CUSTOMER_FIELDS},
     functions=frozenset({"replied_since", "has_tag"}),
 )
+SAMPLE_GUIDE = {"name": "小美", "id": "xiaomei"}
 
 
 @dataclass(frozen=True)
@@ -153,218 +154,286 @@ class Journey:
         return reason in self.exit_when or reason in ALWAYS_EXIT
 
 
-class _JourneyParser:
-    """Walks one journey document, collecting every problem rather than stopping at the first."""
+# --- journey files as operators write them ---
 
-    def __init__(self, doc: YamlDocument) -> None:
-        self.doc = doc
-        self.problems: list[Problem] = []
+TimeOfDay = time  # a model field named `time` would hide the type inside the class body
 
-    def fail(self, key: tuple[str | int, ...], message: str) -> None:
-        self.problems.append(self.doc.problem(key, message))
 
-    def parse(self) -> Journey | None:
-        data = self.doc.data
-        if not isinstance(data, dict):
-            self.fail((), "a journey file must be a mapping with journey, title, trigger and steps")
-            return None
-        for key in sorted(set(data) - {"journey", "title", "trigger", "exit_when", "steps", "priority", "expire"}):
-            self.fail((key,), f"unknown key '{key}' — expected journey, title, trigger, exit_when, "
-                              "priority, expire or steps")
-        journey_id = self._identifier(data, ("journey",), "journey")
-        title = data.get("title")
-        if not isinstance(title, str) or not title.strip():
-            self.fail(("title",), "missing 'title' — give the journey a human name, e.g. title: 新客旅程")
-        trigger = None
+def _identifier(value: Any) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise Mistake(f"id {value!r} — expected lower-case letters, digits and _, starting with a letter "
+                      "(e.g. day3_followup)")
+    return value
+
+
+def _offset(examples: str) -> Any:
+    def check(value: Any, info: ValidationInfo) -> timedelta:
         try:
-            trigger = Trigger.parse(data.get("trigger", ""))
-        except ValueError as exc:
-            self.fail(("trigger",), str(exc))
-        exit_when = self._exit_when(data.get("exit_when", []))
-        priority = data.get("priority", 50)
-        if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 100:
-            self.fail(("priority",), f"priority {priority!r} — expected a whole number from 0 to 100")
-        expire = self._expire(data, ("expire",), "journey")
-        steps = self._steps(data.get("steps"))
-        if self.problems or journey_id is None or trigger is None:
-            return None
-        return Journey(journey_id, str(title).strip(), trigger, exit_when, tuple(steps), priority, self.doc.path,
-                       expire)
-
-    def _expire(self, data: dict[str, Any], key: tuple[str | int, ...], name: str) -> timedelta | None:
-        if "expire" not in data:
-            return None
-        try:
-            return parse_duration(data["expire"])
+            return parse_duration(value)
         except ValueError:
-            self.fail(key, f"{name} has 'expire: {data['expire']}' — expected a duration like '1d' or '12h'")
-            return None
+            raise Mistake(f"has '{info.field_name}: {value}' — expected a duration like {examples}") from None
+    return check
 
-    def _identifier(self, data: dict[str, Any], key: tuple[str | int, ...], what: str) -> str | None:
-        value = data.get(key[-1])
-        if not isinstance(value, str) or not _ID.match(value):
-            self.fail(key, f"{what} id {value!r} — expected lower-case letters, digits and _, "
-                           "starting with a letter (e.g. day3_followup)")
-            return None
+
+def _template(value: Any) -> Template:
+    if not isinstance(value, str) or not value.strip():
+        raise Mistake("has an empty 'say' — write the message the customer will read")
+    try:
+        return compile_template(value)
+    except TemplateProblem as exc:
+        raise Mistake(f"{exc} — check {{{{ }}}} and {{% %}} pairs", text_line=exc.line) from None
+
+
+def _exit_reason(value: Any) -> str:
+    if value not in EXIT_REASONS:
+        raise Mistake(f"unknown exit reason {value!r} — use {', '.join(EXIT_REASONS)}")
+    return str(value)
+
+
+def _month_day(value: Any, info: ValidationInfo) -> tuple[int, int]:
+    text = str(value)
+    match = re.fullmatch(r"(\d{1,2})-(\d{1,2})", text)
+    lunar = info.field_name == "lunar"
+    if not match or all(FestivalDate("", int(match[1]), int(match[2]), lunar).in_year(year) is None
+                        for year in (2024, 2025)):  # 02-29 exists in 2024; a lunar 30th in one of them
+        raise Mistake(f"festival {info.data.get('name', '')!r} has {info.field_name} {text!r} — expected 'MM-DD'")
+    return int(match[1]), int(match[2])
+
+
+class VariantFile(FileModel):
+    """One A/B arm: `{weight: 50, say: ...}`."""
+
+    weight: int = Field(1, gt=0, strict=True)
+    say: Template = Field(description="the text customers in this arm read")
+
+    _say = field_validator("say", mode="before")(_template)
+
+
+class FestivalFile(FileModel):
+    """`{name: 双11, date: "11-11"}` or `{name: 春节, lunar: "01-01"}`."""
+
+    name: str = Field(description="what the festival is called, e.g. name: 双11")
+    date: tuple[int, int] | None = None
+    lunar: tuple[int, int] | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value  # 618 is a festival, YAML reads a number
+
+    _dates = field_validator("date", "lunar", mode="before")(_month_day)
+
+    @classmethod
+    def cross_checks(cls, raw: Mapping[str, Any], context: Any) -> list[Mistake]:
+        if ("date" in raw) == ("lunar" in raw):
+            return [Mistake("needs one of date: 'MM-DD' or lunar: 'MM-DD'")]
+        return []
+
+    def festival(self) -> FestivalDate:
+        month, day = self.date or self.lunar or (1, 1)
+        return FestivalDate(self.name, month, day, self.lunar is not None)
+
+
+class StepFile(FileModel):
+    """One step as written; `cross_checks` holds the rules between its keys."""
+
+    id: str = Field(description="lower-case letters, digits and _, e.g. id: day3_followup")
+    at: timedelta | None = None
+    on: str | None = None
+    time: TimeOfDay | None = None
+    dates: list[FestivalFile] | None = None
+    say: Template | None = None
+    variants: dict[str, VariantFile] | None = None
+    window: DailyWindow | None = None
+    when: Condition | None = None
+    reply: bool = Field(False, strict=True)
+    expire: timedelta | None = None
+    tag: str | None = None
+
+    _id = field_validator("id", mode="before")(_identifier)
+    _at = field_validator("at", mode="before")(_offset("'3d' or '36h'"))
+    _expire = field_validator("expire", mode="before")(_offset("'1d' or '12h'"))
+    _say = field_validator("say", mode="before")(_template)
+
+    @field_validator("on", mode="before")
+    @classmethod
+    def _on(cls, value: Any) -> str:
+        if value not in OCCASIONS:
+            raise Mistake(f"has 'on: {value}' — expected birthday or festival")
+        return str(value)
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> time:
+        try:
+            return parse_clock_time(value)
+        except ValueError as exc:
+            raise Mistake(f"time: {exc}") from None
+
+    @field_validator("dates", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        if not value:
+            raise Mistake("has no festival dates, e.g. dates: [{name: 双11, date: '11-11'}]")
         return value
 
-    def _exit_when(self, value: Any) -> frozenset[str]:
-        if value is None:
-            return frozenset()
-        if not isinstance(value, list):
-            self.fail(("exit_when",), "exit_when must be a list, e.g. [replied, opted_out, churned]")
-            return frozenset()
-        for i, reason in enumerate(value):
-            if reason not in EXIT_REASONS:
-                self.fail(("exit_when", i), f"unknown exit reason {reason!r} — use {', '.join(EXIT_REASONS)}")
-        return frozenset(r for r in value if r in EXIT_REASONS)
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variants(cls, value: Any) -> dict[str, Any]:
+        if not isinstance(value, Mapping) or not value:
+            raise Mistake("variants must be a mapping like {A: {weight: 50, say: ...}, B: {weight: 50, say: ...}}")
+        return {str(arm): body for arm, body in value.items()}  # `1:` is an arm name, not a number
 
-    def _steps(self, value: Any) -> list[Step]:
-        if not isinstance(value, list) or not value:
-            self.fail(("steps",), "a journey needs a non-empty 'steps' list")
-            return []
-        steps: list[Step] = []
-        seen: set[str] = set()
-        for index, raw in enumerate(value):
-            step = self._step(index, raw)
-            if step is None:
-                continue
-            if step.id in seen:
-                self.fail(("steps", index, "id"), f"step id '{step.id}' is used twice — ids must be unique")
-            seen.add(step.id)
-            steps.append(step)
-        return steps
-
-    def _step(self, index: int, raw: Any) -> Step | None:
-        key: tuple[str | int, ...] = ("steps", index)
-        if not isinstance(raw, dict):
-            self.fail(key, "each step must be a mapping with at least id, at and say")
-            return None
-        before = len(self.problems)
-        allowed = {"id", "at", "on", "time", "dates", "say", "variants", "window", "when", "reply", "expire", "tag"}
-        for extra in sorted(set(raw) - allowed):
-            self.fail(key + (extra,), f"unknown step key '{extra}' — expected one of {', '.join(sorted(allowed))}")
-        step_id = self._identifier(raw, key + ("id",), "step")
-        name = f"step '{step_id or index + 1}'"
-
-        at = on = None
-        time_of_day = None
-        dates: tuple[FestivalDate, ...] = ()
-        if ("at" in raw) == ("on" in raw):
-            self.fail(key, f"{name} needs exactly one of 'at' (offset like '3d') or 'on' (birthday/festival)")
-        elif "at" in raw:
-            try:
-                at = parse_duration(raw["at"])
-            except ValueError:
-                self.fail(key + ("at",), f"{name} has 'at: {raw['at']}' — expected a duration like '3d' or '36h'")
-        else:
-            on = raw["on"]
-            if on not in OCCASIONS:
-                self.fail(key + ("on",), f"{name} has 'on: {on}' — expected birthday or festival")
-            time_of_day = self._time(raw, key, name)
-            if on == "festival":
-                dates = self._festival_dates(raw.get("dates"), key, name)
-        if "dates" in raw and on != "festival":
-            self.fail(key + ("dates",), f"{name} has 'dates' but is not 'on: festival' — remove it")
-
-        template, variants = self._say(raw, key, name)
-        window = None
-        if "window" in raw:
-            try:
-                window = DailyWindow.parse(raw["window"])
-            except ValueError as exc:
-                self.fail(key + ("window",), f"{name} window: {exc}")
-        when = None
-        if "when" in raw:
-            try:
-                when = Condition(str(raw["when"]), CONDITION_SCHEMA)
-            except ConditionError as exc:
-                self.fail(key + ("when",), f"{name} when: {exc} — see README 'Conditions'")
-        expire = self._expire(raw, key + ("expire",), name)
-        tag = raw.get("tag")
-        if tag is not None and (not isinstance(tag, str) or not tag.strip()):
-            self.fail(key + ("tag",), f"{name} tag must be a tag name, e.g. tag: 已发见面礼")
-        reply = raw.get("reply", False)
-        if not isinstance(reply, bool):
-            self.fail(key + ("reply",), f"{name} reply must be true or false")
-        if len(self.problems) > before or step_id is None:
-            return None
-        return Step(step_id, self.doc.line(*key), at, on, time_of_day, dates, template, variants,
-                    window, when, bool(reply), self.doc.text_line(*key, "say"), expire,
-                    tag.strip() if isinstance(tag, str) else None)
-
-    def _time(self, raw: dict[str, Any], key: tuple[str | int, ...], name: str) -> time:
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, value: Any) -> DailyWindow:
         try:
-            return parse_clock_time(raw.get("time", "10:00"))
+            return DailyWindow.parse(value)
         except ValueError as exc:
-            self.fail(key + ("time",), f"{name} time: {exc}")
-            return time(10, 0)
+            raise Mistake(f"window: {exc}") from None
 
-    def _festival_dates(self, value: Any, key: tuple[str | int, ...], name: str) -> tuple[FestivalDate, ...]:
-        if not isinstance(value, list) or not value:
-            self.fail(key + ("dates",), f"{name} is 'on: festival' but has no 'dates' list, "
-                                        "e.g. dates: [{name: 双11, date: '11-11'}]")
-            return ()
-        found = []
-        for i, item in enumerate(value):
-            where = key + ("dates", i)
-            if not isinstance(item, dict) or "name" not in item or ("date" in item) == ("lunar" in item):
-                self.fail(where, f"{name} festival needs a name and one of date: 'MM-DD' or lunar: 'MM-DD'")
-                continue
-            text = str(item.get("date", item.get("lunar")))
-            match = re.fullmatch(r"(\d{1,2})-(\d{1,2})", text)
-            festival = None
-            if match:
-                festival = FestivalDate(str(item["name"]), int(match[1]), int(match[2]), "lunar" in item)
-                if festival.in_year(2024) is None and festival.in_year(2025) is None:
-                    festival = None
-            if festival is None:
-                self.fail(where, f"{name} festival {item['name']!r} has date {text!r} — expected 'MM-DD'")
-                continue
-            found.append(festival)
-        return tuple(found)
-
-    def _say(self, raw: dict[str, Any], key: tuple[str | int, ...],
-             name: str) -> tuple[Template | None, tuple[Variant, ...]]:
-        if ("say" in raw) == ("variants" in raw):
-            self.fail(key, f"{name} needs exactly one of 'say' (the message) or 'variants' (A/B texts)")
-            return None, ()
-        if "say" in raw:
-            return self._template(raw["say"], key + ("say",), name), ()
-        arms = raw["variants"]
-        if not isinstance(arms, dict) or not arms:
-            self.fail(key + ("variants",), f"{name} variants must be a mapping like "
-                                           "{A: {weight: 50, say: ...}, B: {weight: 50, say: ...}}")
-            return None, ()
-        variants = []
-        for arm, body in arms.items():
-            where = key + ("variants", str(arm))
-            if not isinstance(body, dict) or "say" not in body:
-                self.fail(where, f"{name} variant {arm} needs 'say' and 'weight'")
-                continue
-            weight = body.get("weight", 1)
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight <= 0:
-                self.fail(where + ("weight",), f"{name} variant {arm} has weight {weight!r} — expected a positive whole number")
-                continue
-            template = self._template(body["say"], where + ("say",), name)
-            if template is not None:
-                variants.append(Variant(str(arm), weight, template, self.doc.text_line(*where, "say")))
-        return None, tuple(variants)
-
-    def _template(self, text: Any, key: tuple[str | int, ...], name: str) -> Template | None:
-        if not isinstance(text, str) or not text.strip():
-            self.fail(key, f"{name} has an empty 'say' — write the message the customer will read")
-            return None
+    @field_validator("when", mode="before")
+    @classmethod
+    def _when(cls, value: Any) -> Condition:
+        if value is None or not str(value).strip():
+            raise Mistake("has an empty 'when' — write a condition or remove the key")
         try:
-            return compile_template(text)
+            return Condition(str(value), CONDITION_SCHEMA)
+        except ConditionError as exc:
+            raise Mistake(f"when: {exc} — see README 'Conditions'") from None
+
+    @field_validator("tag", mode="before")
+    @classmethod
+    def _tag(cls, value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise Mistake("tag must be a tag name, e.g. tag: 已发见面礼")
+        return value.strip()
+
+    @classmethod
+    def cross_checks(cls, raw: Mapping[str, Any], context: Any) -> list[Mistake]:
+        mistakes = []
+        if ("at" in raw) == ("on" in raw):
+            mistakes.append(Mistake("needs exactly one of 'at' (offset like '3d') or 'on' (birthday/festival)"))
+        if "dates" in raw and raw.get("on") != "festival":
+            mistakes.append(Mistake("has 'dates' but is not 'on: festival' — remove it", at=("dates",)))
+        if raw.get("on") == "festival" and "dates" not in raw:
+            mistakes.append(Mistake("is 'on: festival' but has no 'dates' list, "
+                                    "e.g. dates: [{name: 双11, date: '11-11'}]"))
+        if ("say" in raw) == ("variants" in raw):
+            mistakes.append(Mistake("needs exactly one of 'say' (the message) or 'variants' (A/B texts)"))
+        brand = context.get("brand") if isinstance(context, Mapping) else None
+        if brand is not None:
+            mistakes += _sample_renders(raw, brand)
+        return mistakes
+
+    def step(self, key: Loc, doc: YamlDocument) -> Step:
+        variants = tuple(Variant(arm, body.weight, body.say, doc.text_line(*key, "variants", arm, "say"))
+                         for arm, body in (self.variants or {}).items())
+        return Step(self.id, doc.line(*key), self.at, self.on, (self.time or time(10, 0)) if self.on else None,
+                    tuple(d.festival() for d in self.dates or ()), self.say, variants, self.window, self.when,
+                    self.reply, doc.text_line(*key, "say"), self.expire, self.tag)
+
+
+class JourneyFile(FileModel):
+    """A journey file as written (see README 'Writing a journey step')."""
+
+    journey: str = Field(description="the journey's id, e.g. journey: new_customer")
+    title: str = Field(description="give the journey a human name, e.g. title: 新客旅程")
+    trigger: Trigger = Field(description="contact_added, manual, joined_group or tag_added:<tag>")
+    exit_when: list[Annotated[str, BeforeValidator(_exit_reason)]] = []
+    priority: int = Field(50, ge=0, le=100, strict=True)
+    expire: timedelta | None = None
+    steps: list[StepFile] = Field(min_length=1, description="a list of steps, see README 'Writing a journey step'")
+
+    _journey = field_validator("journey", mode="before")(_identifier)
+    _expire = field_validator("expire", mode="before")(_offset("'1d' or '12h'"))
+
+    @field_validator("title", mode="before")
+    @classmethod
+    def _title(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise Mistake("has an empty 'title' — give the journey a human name, e.g. title: 新客旅程")
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("trigger", mode="before")
+    @classmethod
+    def _trigger(cls, value: Any) -> Trigger:
+        try:
+            return Trigger.parse(value)
+        except ValueError:
+            raise Mistake(f"has 'trigger: {value}' — use contact_added, manual, joined_group "
+                          "or tag_added:<tag>") from None
+
+    @field_validator("exit_when", mode="before")
+    @classmethod
+    def _exit_when(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @classmethod
+    def cross_checks(cls, raw: Mapping[str, Any], context: Any) -> list[Mistake]:
+        steps = raw.get("steps")
+        ids = [s.get("id") if isinstance(s, Mapping) else None for s in steps] if isinstance(steps, list) else []
+        return [Mistake("is used twice — step ids must be unique", at=("steps", index, "id"))
+                for index, step_id in enumerate(ids)
+                if isinstance(step_id, str) and step_id in ids[:index]]
+
+    def journey_in(self, doc: YamlDocument) -> Journey:
+        steps = tuple(step.step(("steps", index), doc) for index, step in enumerate(self.steps))
+        return Journey(self.journey, self.title, self.trigger, frozenset(self.exit_when), steps, self.priority,
+                       doc.path, self.expire)
+
+
+def sample_context(brand: Mapping[str, Any], occasion: str | None) -> dict[str, Any]:
+    """What a step's text is rendered with by `siyu check`: the sample customer, a guide, the brand."""
+    context: dict[str, Any] = {"customer": SAMPLE_CUSTOMER, "guide": SAMPLE_GUIDE, "brand": brand}
+    if occasion is not None:
+        context["festival"] = {"name": "双11" if occasion == "festival" else "生日", "date": date(2026, 11, 11)}
+    return context
+
+
+def _sample_renders(raw: Mapping[str, Any], brand: Mapping[str, Any]) -> Iterator[Mistake]:
+    """Render every text of a step so a typo'd variable fails in `siyu check`, not at 3 a.m."""
+    context = sample_context(brand, raw.get("on"))
+    texts: list[tuple[Loc, Any]] = [(("say",), raw.get("say"))]
+    if isinstance(raw.get("variants"), Mapping):
+        texts += [(("variants", str(arm), "say"), body.get("say")) for arm, body in raw["variants"].items()
+                  if isinstance(body, Mapping)]
+    for at, text in texts:
+        if not isinstance(text, str):
+            continue
+        try:
+            template = compile_template(text)
+        except TemplateProblem:
+            continue  # the text's own validator reports it
+        try:
+            render(template, context)
         except TemplateProblem as exc:
-            line = self.doc.text_line(*key) + exc.line - 1
-            self.problems.append(Problem(self.doc.path, line, f"{name} {exc} — check {{{{ }}}} and {{% %}} pairs"))
-            return None
+            yield Mistake(f"{exc} — available: customer, guide, brand (and festival on occasion steps)",
+                          at=at, text_line=exc.line)
 
 
-def parse_journey(doc: YamlDocument) -> tuple[Journey | None, list[Problem]]:
-    """Validate one journey document; a journey comes back only when there are no problems."""
-    parser = _JourneyParser(doc)
-    journey = parser.parse()
-    return journey, parser.problems
+def _step_name(raw: Any, index: int) -> str:
+    steps = raw.get("steps") if isinstance(raw, Mapping) else None
+    step = steps[index] if isinstance(steps, list) and index < len(steps) else None
+    step_id = step.get("id") if isinstance(step, Mapping) else None
+    return f"step '{step_id}'" if isinstance(step_id, str) and _ID.match(step_id) else f"step {index + 1}"
+
+
+def _voice(raw: Any) -> Voice:
+    def subject(loc: Loc) -> str:
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            name = _step_name(raw, loc[1])
+            return f"{name} variant {loc[3]}" if len(loc) >= 4 and loc[2] == "variants" else name
+        # a list item's problem names the item itself ("unknown exit reason 'bored'")
+        return "" if not loc or isinstance(loc[-1], int) else "journey"
+    return Voice(subject=subject, subject_names_key=False, colon=False, see="see README 'Writing a journey step'")
+
+
+def parse_journey(doc: YamlDocument, brand: Mapping[str, Any] | None = None) -> tuple[Journey | None, list[Problem]]:
+    """Validate one journey document; a journey comes back only when there are no problems.
+
+    With `brand`, every text is also rendered for a sample customer, so unknown variables are problems too.
+    """
+    journey, problems = validate(JourneyFile, doc.data, doc, _voice(doc.data),
+                                 context={"brand": brand} if brand is not None else None)
+    return (journey.journey_in(doc) if journey is not None else None), problems

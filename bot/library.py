@@ -2,25 +2,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from bot.guard import GuardRules, parse_guard
 from bot.journey import Journey, parse_journey
 from bot.problems import Problem
-from bot.templates import TemplateProblem, render
+from bot.validation import Loc, Voice, validate
 from bot.yamlsource import YamlDocument, load_yaml
-from intents.catalog import Catalog, CatalogError, catalog_from_data
+from intents.catalog import INTENT_ID, Catalog, FaqFile
 
 log = logging.getLogger(__name__)
-
-SAMPLE_CUSTOMER = {
-    "id": 1, "name": "林小姐", "tags": ["high_value"], "interests": ["skincare"], "source": "门店扫码",
-    "birthday": date(1995, 5, 20), "timezone": "Asia/Shanghai", "replies": 1, "days_since_added": 3,
-    "purchased": False, "channel": "webchat",
-}
 
 
 @dataclass
@@ -97,42 +91,21 @@ class ScriptLibrary:
 
     def _load(self, path: Path, mtime: float) -> tuple[_Loaded | None, list[Problem]]:
         doc, problems = load_yaml(path, self._display(path))
-        if doc is None or problems:
+        if doc is None:
             return None, problems
+        loaded: _Loaded | None
         if path.name == "faq.yaml":
-            return self._load_faq(doc, mtime)
-        if path.name == "guard.yaml":
-            guard, problems = parse_guard(doc)
-            return (_Loaded(mtime, guard=guard), []) if guard else (None, problems)
-        journey, problems = parse_journey(doc)
-        if journey is not None:
-            problems = self._render_samples(journey, doc)
-        if journey is None or problems:
-            return None, problems
-        return _Loaded(mtime, journey=journey), []
-
-    def _load_faq(self, doc: YamlDocument, mtime: float) -> tuple[_Loaded | None, list[Problem]]:
-        try:
-            return _Loaded(mtime, catalog=catalog_from_data(doc.data)), []
-        except CatalogError as exc:
-            return None, [doc.problem(key, message) for key, message in exc.issues]
-
-    def _render_samples(self, journey: Journey, doc: YamlDocument) -> list[Problem]:
-        """Render every text with a sample customer so a typo'd variable fails here, not at 3 a.m."""
-        base = {"customer": SAMPLE_CUSTOMER, "guide": {"name": "小美", "id": "xiaomei"}, "brand": self.brand}
-        problems = []
-        for step in journey.steps:
-            context = dict(base)
-            if step.on is not None:
-                context["festival"] = {"name": "双11" if step.on == "festival" else "生日", "date": date(2026, 11, 11)}
-            for variant in step.variants or (None,):
-                try:
-                    render(step.template_for(variant), context)
-                except TemplateProblem as exc:
-                    line = step.text_line(variant) + exc.line - 1
-                    problems.append(Problem(doc.path, line, f"step '{step.id}' {exc} — "
-                                            "available: customer, guide, brand (and festival on occasion steps)"))
-        return problems
+            catalog, more = parse_faq(doc)
+            loaded = _Loaded(mtime, catalog=catalog) if catalog is not None else None
+        elif path.name == "guard.yaml":
+            guard, more = parse_guard(doc)
+            loaded = _Loaded(mtime, guard=guard) if guard is not None else None
+        else:
+            journey, more = parse_journey(doc, self.brand)
+            loaded = _Loaded(mtime, journey=journey) if journey is not None else None
+        # a repeated key is a problem of its own; the rest of the file is still checked
+        problems = sorted(dict.fromkeys(problems + more), key=lambda p: p.line)
+        return (None, problems) if problems else (loaded, [])
 
     def _cross_file_problems(self) -> list[Problem]:
         owners: dict[str, str] = {}
@@ -146,3 +119,21 @@ class ScriptLibrary:
                                         f"used by {other} — journey ids must be unique"))
             owners[loaded.journey.id] = self._display(path)
         return problems
+
+
+def parse_faq(doc: YamlDocument) -> tuple[Catalog | None, list[Problem]]:
+    """Validate faq.yaml; every problem names its line."""
+    raw = doc.data
+
+    def subject(loc: Loc) -> str:
+        if len(loc) >= 2 and loc[0] == "intents" and isinstance(loc[1], int):
+            intents = raw.get("intents") if isinstance(raw, Mapping) else None
+            intent = intents[loc[1]] if isinstance(intents, list) and loc[1] < len(intents) else None
+            intent_id = intent.get("id") if isinstance(intent, Mapping) else None
+            return (f"intent '{intent_id}'" if isinstance(intent_id, str) and INTENT_ID.match(intent_id)
+                    else f"intent {loc[1] + 1}")
+        return ""  # generated messages name top-level keys themselves: "intents must be a list"
+
+    voice = Voice(subject=subject, subject_names_key=False, colon=False, see="see README 'Writing an FAQ entry'")
+    faq, problems = validate(FaqFile, raw, doc, voice)
+    return (faq.catalog() if faq is not None else None), problems

@@ -11,8 +11,17 @@ from datetime import date, datetime, timedelta, timezone
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from bot.transport import ChannelLimits
+from bot.channel_rules import (
+    Block,
+    first_of_next_month,
+    local_midnight,
+    quota_blocks,
+    same_local_day,
+    same_local_month,
+    window_refusal,
+)
 from bot.config import WEEKDAYS, PolicySettings
+from bot.transport import ChannelLimits
 from bot.durations import DailyWindow, parse_duration
 
 
@@ -112,75 +121,37 @@ def next_allowed_time(now: datetime, zone: ZoneInfo, quiet: DailyWindow, window:
     return None
 
 
-def _local_midnight(day: date, zone: ZoneInfo) -> datetime:
-    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(timezone.utc)
-
-
 def channel_verdict(request: TouchRequest) -> PolicyDecision | None:
     """A reply window that is closed or used up cannot reopen by waiting: such a touch is dropped."""
-    limits, now = request.channel, request.now
-    if limits is None or limits.reply_window is None:
-        return None
-    if request.last_inbound_at is None or now - request.last_inbound_at > limits.reply_window:
-        return PolicyDecision(Verdict.DROP, "channel_window_closed",
-                              f"the channel only allows messages within {limits.reply_window} of the customer's "
-                              "last message")
-    if limits.window_messages is not None and request.window_used >= limits.window_messages:
-        return PolicyDecision(Verdict.DROP, "channel_window_full",
-                              f"{request.window_used} messages already sent since the customer's last message "
-                              f"(the channel allows {limits.window_messages})")
-    return None
+    refusal = window_refusal(request.channel, request.last_inbound_at, request.window_used, request.now)
+    return PolicyDecision(Verdict.DROP, refusal.reason, refusal.detail) if refusal else None
 
 
-def channel_blocks(request: TouchRequest) -> list[tuple[datetime, str, str]]:
-    """The platform's per-customer quotas, counted on the same send history as siyu's own caps."""
-    limits, now, zone = request.channel, request.now, request.zone
-    if limits is None:
-        return []
-    today = now.astimezone(zone).date()
-    first_next = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
-    blocks = []
-    if limits.per_customer_day is not None:
-        n = sum(1 for t in request.sent if t.astimezone(zone).date() == today)
-        if n >= limits.per_customer_day:
-            blocks.append((_local_midnight(today + timedelta(days=1), zone), "channel_quota_day",
-                           f"the platform allows {limits.per_customer_day} per customer per day"))
-    month_cap = (first_next - today.replace(day=1)).days if limits.month_is_days else limits.per_customer_month
-    if month_cap is not None:
-        n = sum(1 for t in request.sent
-                if (t.astimezone(zone).year, t.astimezone(zone).month) == (today.year, today.month))
-        if n >= month_cap:
-            blocks.append((_local_midnight(first_next, zone), "channel_quota_month",
-                           f"the platform allows {month_cap} per customer this month"))
-    return blocks
-
-
-def budget_blocks(request: TouchRequest) -> list[tuple[datetime, str, str]]:
-    """Caps and minimum gap: each block is (until, reason code, sentence). Empty when within budget."""
+def budget_blocks(request: TouchRequest) -> list[Block]:
+    """Caps and minimum gap. Empty when within budget."""
     rules, now, zone = request.rules, request.now, request.zone
     today = now.astimezone(zone).date()
-    blocks: list[tuple[datetime, str, str]] = []
+    blocks: list[Block] = []
     sent = sorted(request.sent)
     if rules.cap_day is not None:
-        n = sum(1 for t in sent if t.astimezone(zone).date() == today)
+        n = sum(1 for t in sent if same_local_day(t, today, zone))
         if n >= rules.cap_day:
-            blocks.append((_local_midnight(today + timedelta(days=1), zone), "cap_day",
-                           f"{n} proactive touch(es) today (cap {rules.cap_day})"))
+            blocks.append(Block(local_midnight(today + timedelta(days=1), zone), "cap_day",
+                                f"{n} proactive touch(es) today (cap {rules.cap_day})"))
     if rules.cap_week is not None:
         window = [t for t in sent if t > now - timedelta(days=7)]
         if len(window) >= rules.cap_week:
             frees_at = window[len(window) - rules.cap_week] + timedelta(days=7) if rules.cap_week else None
-            blocks.append((frees_at or now + timedelta(days=7), "cap_week",
-                           f"{len(window)} proactive touches in the last 7 days (cap {rules.cap_week})"))
+            blocks.append(Block(frees_at or now + timedelta(days=7), "cap_week",
+                                f"{len(window)} proactive touches in the last 7 days (cap {rules.cap_week})"))
     if rules.cap_month is not None:
-        n = sum(1 for t in sent if (t.astimezone(zone).year, t.astimezone(zone).month) == (today.year, today.month))
+        n = sum(1 for t in sent if same_local_month(t, today, zone))
         if n >= rules.cap_month:
-            first_next = (today.replace(day=1) + timedelta(days=32)).replace(day=1)
-            blocks.append((_local_midnight(first_next, zone), "cap_month",
-                           f"{n} proactive touches this month (cap {rules.cap_month})"))
+            blocks.append(Block(local_midnight(first_of_next_month(today), zone), "cap_month",
+                                f"{n} proactive touches this month (cap {rules.cap_month})"))
     if sent and now < sent[-1] + rules.min_gap:
-        blocks.append((sent[-1] + rules.min_gap, "min_gap",
-                       f"last proactive touch {sent[-1].astimezone(zone):%m-%d %H:%M}; minimum gap {rules.min_gap}"))
+        blocks.append(Block(sent[-1] + rules.min_gap, "min_gap", f"last proactive touch "
+                            f"{sent[-1].astimezone(zone):%m-%d %H:%M}; minimum gap {rules.min_gap}"))
     return blocks
 
 
@@ -208,16 +179,17 @@ class TouchPolicy:
                                   f"a priority {request.competing_priority} touch is due; this one "
                                   f"(priority {request.priority}) waits", now + timedelta(minutes=1))
 
-        blocks: list[tuple[datetime, str, str]] = channel_blocks(request)  # the platform's: nobody bypasses
+        # the platform's quotas: nobody bypasses them
+        blocks = quota_blocks(request.channel, request.sent, now, zone)
         bypass = request.triggered_by is not None and rules.guides_may_bypass_caps
         if not bypass:
             blocks += budget_blocks(request)
         # a guide's own trigger is part of the live conversation, so only automatic touches wait it out
         if request.triggered_by is None and request.last_inbound_at is not None \
                 and now < request.last_inbound_at + rules.live_conversation:
-            blocks.append((request.last_inbound_at + rules.live_conversation, "live_conversation",
-                           "the customer is chatting right now; waiting until it has been quiet "
-                           f"for {rules.live_conversation}"))
+            blocks.append(Block(request.last_inbound_at + rules.live_conversation, "live_conversation",
+                                "the customer is chatting right now; waiting until it has been quiet "
+                                f"for {rules.live_conversation}"))
         earliest = max([now] + [until for until, _, _ in blocks])
         until = next_allowed_time(earliest, zone, rules.quiet, request.window, rules.weekdays)
         if until is None:

@@ -28,11 +28,13 @@ from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.db import Database
 from storage.models import Contact, Enrolment, Touch
+from storage.touch_status import TouchStatus, release
 
 log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=32)  # enough for the rolling week and the calendar month
 MANUAL_PRIORITY = 100         # a guide asked for it by hand
+MAX_CLAIMS = 5                # claimed this often without a decision: its processing keeps failing
 
 
 class LostClaim(Exception):
@@ -102,21 +104,24 @@ class Scheduler:
         if row is None:
             return None
         touch, contact, enrolment = row
-        if touch.claimed_by != self.worker_id or touch.status != "claimed":
+        if touch.claimed_by != self.worker_id or touch.status != TouchStatus.CLAIMED:
             return None
         journey = self.library.journeys.get(touch.journey_id)
         step = journey.step(touch.step_id) if journey else None
 
+        if touch.attempts > MAX_CLAIMS:
+            return await self._finish(session, touch, TouchStatus.DROPPED, "too_many_attempts",
+                                      f"claimed {touch.attempts} times without finishing; see the error log", now)
         if journey is None or step is None:
-            return await self._finish(session, touch, "dropped", "script_removed",
+            return await self._finish(session, touch, TouchStatus.DROPPED, "script_removed",
                                       f"{touch.journey_id}.{touch.step_id} is no longer in the scripts", now)
         if enrolment is not None and enrolment.status != "active":
-            return await self._finish(session, touch, "cancelled", "enrolment_ended",
+            return await self._finish(session, touch, TouchStatus.CANCELLED, "enrolment_ended",
                                       f"journey ended ({enrolment.exit_reason})", now)
         if step.when is not None and touch.triggered_by is None:
             functions = await self._condition_functions(session, contact, enrolment, journey)
             if not step.when.evaluate({"customer": customer_view(contact, now)}, functions):
-                outcome = await self._finish(session, touch, "skipped", "condition_false",
+                outcome = await self._finish(session, touch, TouchStatus.SKIPPED, "condition_false",
                                              f"when: {step.when.source}", now)
                 await self._after(session, touch, contact, enrolment, journey, step, now)
                 return outcome
@@ -125,7 +130,7 @@ class Scheduler:
         if decision.verdict is Verdict.DEFER:
             return await self._defer(session, touch, decision, now)
         if decision.verdict is Verdict.DROP:
-            outcome = await self._finish(session, touch, "dropped", decision.reason, decision.detail, now)
+            outcome = await self._finish(session, touch, TouchStatus.DROPPED, decision.reason, decision.detail, now)
             if decision.reason in ("opted_out", "churned"):
                 await self.runner.exit(session, contact, decision.reason, now, self.library.journeys)
             return outcome
@@ -169,7 +174,7 @@ class Scheduler:
         try:
             text = render(step.template_for(variant), self._render_context(contact, touch, now))
         except TemplateProblem as exc:
-            return await self._finish(session, touch, "dropped", "render_error", str(exc), now)
+            return await self._finish(session, touch, TouchStatus.DROPPED, "render_error", str(exc), now)
         guide_key = contact.guide_key or self.settings.default_guide
         guide = self.settings.guide(guide_key)
         sender = guide.identities.get(contact.channel, "bot") if guide else "bot"
@@ -177,8 +182,11 @@ class Scheduler:
             session, channel=contact.channel, chat_type=ChatType.DIRECT.value, chat_id=contact.external_id,
             direction="out", sender_role="bot", sender_id=sender, contact_id=contact.id, text=text,
             touch_id=touch.id, idempotency_key=f"touch:{touch.idempotency_key}", created_at=now)
-        if not await repo.release_touch(session, touch.id, self.worker_id, status="sent", finished_at=now,
-                                        variant=variant.name if variant else None, reason=decision.reason):
+        # on an assisted channel a person still has to send it: the platform's confirmation finishes it
+        limits = self.limits_for(contact.channel)
+        status = TouchStatus.AWAITING_GUIDE if limits is not None and limits.assisted else TouchStatus.SENT
+        if not await release(session, touch.id, self.worker_id, status, finished_at=now,
+                             variant=variant.name if variant else None, reason=decision.reason):
             raise LostClaim(touch.id)
         detail = decision.detail + (f"; variant {variant.name}" if variant else "")
         if touch.triggered_by:
@@ -200,17 +208,17 @@ class Scheduler:
 
     async def _defer(self, session: AsyncSession, touch: Touch, decision: PolicyDecision,
                      now: datetime) -> TouchOutcome:
-        if not await repo.release_touch(session, touch.id, self.worker_id, status="pending", due_at=decision.until,
-                                        reason=decision.reason):
+        # a deferral is a decision, so the count of undecided claims starts again
+        if not await release(session, touch.id, self.worker_id, TouchStatus.PENDING, due_at=decision.until,
+                             reason=decision.reason, attempts=0):
             raise LostClaim(touch.id)
         repo.log_decision(session, touch, "deferred", decision.reason, decision.detail, now)
         return TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, "deferred",
                             decision.reason, now, until=decision.until)
 
-    async def _finish(self, session: AsyncSession, touch: Touch, status: str, reason: str, detail: str,
+    async def _finish(self, session: AsyncSession, touch: Touch, status: TouchStatus, reason: str, detail: str,
                       now: datetime) -> TouchOutcome:
-        if not await repo.release_touch(session, touch.id, self.worker_id, status=status, reason=reason,
-                                        finished_at=now):
+        if not await release(session, touch.id, self.worker_id, status, reason=reason, finished_at=now):
             raise LostClaim(touch.id)
         repo.log_decision(session, touch, status, reason, detail, now)
         return TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, status, reason, now)

@@ -1,13 +1,19 @@
 """The narrow interface between the engine and every transport, with the types both sides share.
 
-It lives in `bot/` beside Event and Action so the engine never imports `adapters/`."""
+It lives in `bot/` beside Event and Action so the engine never imports `adapters/`. Delivery is the
+one required ability; the others are explicit protocols a transport declares by inheriting them.
+"""
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
 
-from bot.events import Action
+from bot.events import Action, Event
+
+EventHandler = Callable[[Event], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,23 @@ class Pending:
     expires_at: datetime
 
 
+class PendingState(StrEnum):
+    """What the platform says about a message a person was asked to send."""
+
+    SENT = "sent"
+    FAILED = "failed"
+    WAITING = "waiting"
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """An assisted message the platform still holds: its reference, the customer and the guide."""
+
+    platform_ref: str | None
+    chat_id: str
+    sender_id: str | None
+
+
 class DeliveryError(Exception):
     """A platform refused or failed a delivery. `retry_after` (seconds) when it said when to try again;
     `pause_channel` when the whole channel is throttled (flood control), not just this recipient."""
@@ -57,3 +80,25 @@ class Transport(Protocol):
         person must confirm it. Must tolerate a repeat of the same `action.ref` (after a crash the
         outbox may deliver it again)."""
         ...
+
+
+@runtime_checkable
+class Limited(Protocol):
+    """A transport whose platform limits proactive messages; the policy plans with `limits`."""
+
+    @property
+    def limits(self) -> ChannelLimits: ...
+
+
+@runtime_checkable
+class ConfirmsPending(Protocol):
+    """A transport whose deliveries may return Pending, and that can ask the platform how they went."""
+
+    async def check_pending(self, message: PendingMessage) -> PendingState: ...
+
+
+@runtime_checkable
+class LinksConversations(Protocol):
+    """A transport whose platform has its own link to open a conversation."""
+
+    def conversation_link(self, chat_id: str) -> str: ...

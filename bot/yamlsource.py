@@ -34,6 +34,7 @@ class YamlDocument:
     data: Any
     lines: dict[PathKey, int] = field(default_factory=dict)
     text_starts: dict[PathKey, int] = field(default_factory=dict)
+    key_lines: dict[PathKey, int] = field(default_factory=dict)  # where a mapping key itself is written
 
     def line(self, *key: str | int) -> int:
         """Line of the deepest known prefix of `key` (falls back to the parent's line)."""
@@ -41,6 +42,10 @@ class YamlDocument:
             if key[:end] in self.lines:
                 return self.lines[key[:end]]
         return 1
+
+    def key_line(self, *key: str | int) -> int:
+        """Line of the key itself (`foo:` rather than the block under it): where an unknown key is."""
+        return self.key_lines.get(key, self.line(*key))
 
     def text_line(self, *key: str | int) -> int:
         """Line where the text of a string value begins (the line after `|` for block scalars)."""
@@ -66,6 +71,7 @@ def _walk(node: yaml.Node, key: PathKey, doc: YamlDocument, problems: list[Probl
                 )
             seen.add(name)
             doc.lines[key + (name,)] = value_node.start_mark.line + 1
+            doc.key_lines[key + (name,)] = key_node.start_mark.line + 1
             _walk(value_node, key + (name,), doc, problems)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):

@@ -1,14 +1,21 @@
-"""The FAQ catalog: intents with example questions and answers, from `scripts/faq.yaml` or JSONL."""
+"""The FAQ catalog: intents with example questions and answers, from `scripts/faq.yaml` or JSONL.
+
+`FaqFile` is faq.yaml as written; the bot validates it (and places problems on lines) in bot.library.
+"""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler,
+                      field_validator)
+from pydantic_core import InitErrorDetails
 
 from intents.jsonl import read_jsonl
 
-_ID = re.compile(r"^[A-Za-z][\w:.\-]*$")
+INTENT_ID = re.compile(r"^[A-Za-z][\w:.\-]*$")
 
 
 @dataclass(frozen=True)
@@ -33,52 +40,74 @@ class Catalog:
         return next((i for i in self.intents if i.id == intent_id), None)
 
 
-class CatalogError(ValueError):
-    """Raised with (key path, message) pairs for the caller to place on lines."""
+def _text(what: str) -> Any:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"has an empty {what}")
+        return value.strip() if isinstance(value, str) else value
+    return check
 
-    def __init__(self, issues: list[tuple[tuple[str | int, ...], str]]) -> None:
-        self.issues = issues
-        super().__init__("; ".join(m for _, m in issues))
+
+class IntentFile(BaseModel):
+    """One intent in faq.yaml as written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="a word like shipping_time")
+    description: str = ""
+    examples: list[Annotated[str, AfterValidator(_text("example — write how customers really ask"))]] = Field(
+        min_length=1, description="how customers really ask, several phrasings, e.g. examples: [包邮吗, 运费多少]")
+    answer: Annotated[str, AfterValidator(_text("'answer' — write what the bot replies"))] = Field(
+        description="what the bot replies")
+    in_groups: bool = Field(True, strict=True)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, value: Any) -> str:
+        if not isinstance(value, str) or not INTENT_ID.match(value):
+            raise ValueError(f"id {value!r} — expected a word like shipping_time")
+        return value
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _description(cls, value: Any) -> str:
+        return "" if value is None else str(value).strip()
+
+    def intent(self) -> FaqIntent:
+        return FaqIntent(self.id, tuple(self.examples), self.answer, self.description, self.in_groups)
 
 
-def catalog_from_data(data: Any) -> Catalog:
-    """Build a catalog from faq.yaml's data; collects every problem into one CatalogError."""
-    issues: list[tuple[tuple[str | int, ...], str]] = []
-    if not isinstance(data, dict) or not isinstance(data.get("intents"), list):
-        raise CatalogError([((), "faq.yaml must have an 'intents' list of {id, examples, answer}")])
-    intents: list[FaqIntent] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(data["intents"]):
-        key: tuple[str | int, ...] = ("intents", index)
-        if not isinstance(raw, dict):
-            issues.append((key, "each intent must be a mapping with id, examples and answer"))
-            continue
-        intent_id = raw.get("id")
-        if not isinstance(intent_id, str) or not _ID.match(intent_id):
-            issues.append((key + ("id",), f"intent id {intent_id!r} — expected a word like shipping_time"))
-            continue
-        if intent_id in seen:
-            issues.append((key + ("id",), f"intent id '{intent_id}' is used twice — ids must be unique"))
-        seen.add(intent_id)
-        examples = raw.get("examples")
-        if not isinstance(examples, list) or not examples or not all(isinstance(e, str) and e.strip() for e in examples):
-            issues.append((key + ("examples",), f"intent '{intent_id}' needs a list of example questions"))
-            continue
-        answer = raw.get("answer")
-        if not isinstance(answer, str) or not answer.strip():
-            issues.append((key + ("answer",), f"intent '{intent_id}' needs an 'answer'"))
-            continue
-        in_groups = raw.get("in_groups", True)
-        if not isinstance(in_groups, bool):
-            issues.append((key + ("in_groups",), f"intent '{intent_id}' in_groups must be true or false"))
-            continue
-        intents.append(FaqIntent(intent_id, tuple(e.strip() for e in examples), answer.strip(),
-                                 str(raw.get("description", "")).strip(), in_groups))
-    if issues:
-        raise CatalogError(issues)
-    handoff = data.get("handoff_reply")
-    return Catalog(tuple(intents), handoff.strip() if isinstance(handoff, str) and handoff.strip()
-                   else Catalog.handoff_reply)
+class FaqFile(BaseModel):
+    """faq.yaml as written: the intents and the reply used when the bot hands a question to a guide."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handoff_reply: str | None = None
+    intents: list[IntentFile] = Field(description="a list of {id, examples, answer}")
+
+    @field_validator("intents", mode="wrap")
+    @classmethod
+    def _unique_ids(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[IntentFile]:
+        """Repeated ids are reported together with every other problem of the intents, not after them."""
+        ids = [i.get("id") if isinstance(i, dict) else None for i in value] if isinstance(value, list) else []
+        repeats = [InitErrorDetails(type="value_error", loc=(index, "id"), input=intent_id,
+                                    ctx={"error": ValueError("is used twice — intent ids must be unique")})
+                   for index, intent_id in enumerate(ids) if isinstance(intent_id, str) and intent_id in ids[:index]]
+        try:
+            intents = handler(value)
+        except ValidationError as exc:
+            if not repeats:
+                raise
+            found = [InitErrorDetails(type=e["type"], loc=e["loc"], input=e["input"],  # type: ignore[typeddict-item]
+                                      ctx=e.get("ctx", {})) for e in exc.errors()]
+            raise ValidationError.from_exception_data(exc.title, found + repeats) from None
+        if repeats:
+            raise ValidationError.from_exception_data(cls.__name__, repeats)
+        return intents
+
+    def catalog(self) -> Catalog:
+        handoff = (self.handoff_reply or "").strip()
+        return Catalog(tuple(i.intent() for i in self.intents), handoff or Catalog.handoff_reply)
 
 
 def catalog_from_jsonl(path: Path) -> Catalog:

@@ -10,12 +10,14 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import openai
+from typing import TYPE_CHECKING
 
 from intents.catalog import Catalog
 from intents.fuzzy import Candidate
 from intents.normalize import normalize
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,12 @@ class LlmClassifier:
 
     def __init__(self, catalog: Catalog, base_url: str, model: str, api_key: str, timeout: float = 3.0,
                  cache_size: int = 4096) -> None:
+        import openai  # not at module level: slow to import, and most commands never build a classifier
+
         self.catalog = catalog
         self.model = model
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
-                                         max_retries=0)
+        self.client: AsyncOpenAI = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
+                                                      timeout=timeout, max_retries=0)
         self.calls = 0
         self.failures = 0
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], LlmVerdict | None] = OrderedDict()
@@ -74,6 +78,8 @@ class LlmClassifier:
         return verdict
 
     async def _ask(self, question: str, candidates: Sequence[Candidate], ids: set[str]) -> LlmVerdict | None:
+        import openai  # already loaded by __init__; this only binds the name for the except clauses
+
         try:
             response = await self.client.chat.completions.create(
                 model=self.model, temperature=0, response_format={"type": "json_object"},

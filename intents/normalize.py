@@ -16,10 +16,17 @@ def _is_noise(char: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def fold(text: str) -> str:
+    """Full-width → half-width, traditional → simplified, lower case; symbols kept (➕ means 加 to the guard)."""
+    return zhconv.convert(unicodedata.normalize("NFKC", text), "zh-cn").lower()
+
+
+@lru_cache(maxsize=65536)
 def normalize(text: str) -> str:
-    """Full-width → half-width, traditional → simplified, lower case, punctuation and emoji → space."""
-    text = unicodedata.normalize("NFKC", text)
-    text = zhconv.convert(text, "zh-cn")
-    text = text.lower()
-    text = "".join(" " if _is_noise(c) else c for c in text)
-    return _SPACES.sub(" ", text).strip()
+    """Folded, with punctuation and emoji → space: what the FAQ matchers compare."""
+    return _SPACES.sub(" ", "".join(" " if _is_noise(c) else c for c in fold(text))).strip()
+
+
+def squeeze(text: str) -> str:
+    """Folded, with everything but letters and digits removed: 兼 职.日-结 → 兼职日结 (the guard's view)."""
+    return "".join(c for c in fold(text) if unicodedata.category(c)[0] in "LN")

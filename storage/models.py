@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -59,7 +58,6 @@ class Contact(Base):
     source: Mapped[str | None] = mapped_column(String(128))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     interests: Mapped[list[str]] = mapped_column(JSON, default=list)
-    profile: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     birthday: Mapped[date | None] = mapped_column(Date)
     timezone: Mapped[str | None] = mapped_column(String(64))
     opted_out: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -136,9 +134,8 @@ class Touch(Base):
     idempotency_key: Mapped[str] = mapped_column(String(255))
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # before any deferral; for `expire`
-    # pending → claimed → sent | skipped | dropped | cancelled; a deferral puts it back to pending
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # storage.touch_status is its lifecycle
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims since the last decision (poison guard)
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     variant: Mapped[str | None] = mapped_column(String(32))

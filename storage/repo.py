@@ -23,8 +23,7 @@ from storage.models import (
     Touch,
     TouchLog,
 )
-
-ACTIVE_TOUCH = ("pending", "claimed")
+from storage.touch_status import ACTIVE, TouchStatus, claim_values, due_to_claim, move
 
 
 async def insert_ignore(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
@@ -108,23 +107,19 @@ async def active_enrolments(session: AsyncSession, contact_id: int) -> Sequence[
 
 async def schedule_touch(session: AsyncSession, **values: Any) -> bool:
     """Put a touch in the outbox; the idempotency key makes a second scheduling a no-op."""
-    values.setdefault("status", "pending")
+    values["status"] = TouchStatus.PENDING
     values.setdefault("attempts", 0)
     values.setdefault("first_due_at", values.get("due_at"))
     return await insert_ignore(session, Touch, values)
 
 
 async def cancel_touches(session: AsyncSession, contact_id: int, now: datetime, reason: str,
-                         enrolment_id: int | None = None) -> list[Touch]:
-    """End every not-yet-sent touch of a customer (or of one enrolment); returns what was cancelled."""
-    query = select(Touch).where(Touch.contact_id == contact_id, Touch.status.in_(ACTIVE_TOUCH))
+                         enrolment_id: int | None = None) -> list[int]:
+    """End every not-yet-sent touch of a customer (or of one enrolment); returns the ids cancelled."""
+    where = Touch.contact_id == contact_id
     if enrolment_id is not None:
-        query = query.where(Touch.enrolment_id == enrolment_id)
-    touches = list((await session.scalars(query)).all())
-    for touch in touches:
-        touch.status, touch.reason, touch.finished_at = "cancelled", reason, now
-        touch.claimed_by = touch.claimed_until = None
-    return touches
+        where = and_(where, Touch.enrolment_id == enrolment_id)
+    return await move(session, where, ACTIVE, TouchStatus.CANCELLED, reason=reason, finished_at=now)
 
 
 def _skip_locked(session: AsyncSession) -> bool:
@@ -151,28 +146,12 @@ async def _claim(session: AsyncSession, model: Any, ready: Any, order: Sequence[
 async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, lease: timedelta,
                             limit: int) -> list[int]:
     """Claim up to `limit` due touches for this worker; expired claims of dead workers are taken over."""
-    due = or_(
-        and_(Touch.status == "pending", Touch.due_at <= now),
-        and_(Touch.status == "claimed", Touch.claimed_until < now),
-    )
-    return await _claim(session, Touch, due, (Touch.due_at, Touch.id), limit,
-                        {"status": "claimed", "claimed_by": worker, "claimed_until": now + lease,
-                         "attempts": Touch.attempts + 1})
+    return await _claim(session, Touch, due_to_claim(now), (Touch.due_at, Touch.id), limit,
+                        claim_values(worker, now, lease))
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
-    return await session.scalar(select(func.min(Touch.due_at)).where(Touch.status == "pending"))
-
-
-async def release_touch(session: AsyncSession, touch_id: int, worker: str, **values: Any) -> bool:
-    """Finish or reschedule a claimed touch — only if this worker still holds the claim."""
-    values.setdefault("claimed_by", None)
-    values.setdefault("claimed_until", None)
-    result = await session.execute(
-        update(Touch).where(Touch.id == touch_id, Touch.claimed_by == worker, Touch.status == "claimed")
-        .values(**values)
-    )
-    return bool(result.rowcount)
+    return await session.scalar(select(func.min(Touch.due_at)).where(Touch.status == TouchStatus.PENDING))
 
 
 def log_decision(session: AsyncSession, touch: Touch, decision: str, reason: str, detail: str,
@@ -198,7 +177,7 @@ async def competing_touches(session: AsyncSession, contact_id: int, except_id: i
                             now: datetime) -> list[tuple[str, str | None]]:
     """(journey_id, triggered_by) of the customer's other touches due now."""
     rows = await session.execute(select(Touch.journey_id, Touch.triggered_by).where(
-        Touch.contact_id == contact_id, Touch.id != except_id, Touch.status.in_(ACTIVE_TOUCH),
+        Touch.contact_id == contact_id, Touch.id != except_id, Touch.status.in_(ACTIVE),
         Touch.due_at <= now))
     return [(j, t) for j, t in rows.all()]
 
@@ -209,7 +188,7 @@ async def enrolment_touches(session: AsyncSession, enrolment_id: int) -> Sequenc
 
 async def has_other_active_touches(session: AsyncSession, enrolment_id: int, except_id: int) -> bool:
     found = await session.scalar(select(Touch.id).where(Touch.enrolment_id == enrolment_id, Touch.id != except_id,
-                                                        Touch.status.in_(ACTIVE_TOUCH)).limit(1))
+                                                        Touch.status.in_(ACTIVE)).limit(1))
     return found is not None
 
 
@@ -332,15 +311,11 @@ async def delivery_window(session: AsyncSession, channel: str, chat_id: str) -> 
     return last_in, int(sent or 0)
 
 
-async def assisted_sends_since(session: AsyncSession, channel: str, customer: str, sender: str | None,
-                               since: datetime) -> int:
-    """Assisted (guide-confirmed) messages to one customer since `since`, optionally from one guide."""
-    query = select(func.count()).select_from(Message).where(
+async def assisted_send_times(session: AsyncSession, channel: str, customer: str, since: datetime) -> list[datetime]:
+    """When assisted (guide-confirmed) messages to one customer were handed to the platform since `since`."""
+    return list((await session.scalars(select(Message.created_at).where(
         Message.channel == channel, Message.chat_id == customer, Message.platform_ref.isnot(None),
-        Message.created_at >= since)
-    if sender is not None:
-        query = query.where(Message.sender_id == sender)
-    return int(await session.scalar(query) or 0)
+        Message.created_at >= since))).all())
 
 
 async def current_members(session: AsyncSession, channel: str, group_id: str) -> set[str]:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from tests.harness import Harness
+from tests.harness import CONFIG, SCRIPTS, Harness  # noqa: F401  (re-exported for tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -110,7 +110,7 @@ def start() -> datetime:
 
 @pytest.fixture
 async def harness(db_url: str, start: datetime) -> AsyncIterator[Harness]:
-    h = await Harness.create(db_url, start, ROOT / "scripts")
+    h = await Harness.create(db_url, start, SCRIPTS)
     try:
         yield h
     finally:

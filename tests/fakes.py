@@ -202,6 +202,7 @@ class FakeQyapi(LocalServer):
     kf_messages: list[dict[str, Any]] = field(default_factory=list)
     kf_page: int = 2
     group_members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    contact_tags: dict[str, list[str]] = field(default_factory=dict)  # corp tags a guide gave each customer
     server: TestServer | None = None
     _msgids: int = 0
 
@@ -236,7 +237,8 @@ class FakeQyapi(LocalServer):
         if path == "/externalcontact/get":
             who = body.get("external_userid", "")
             return {"external_contact": {"external_userid": who, "name": f"客户{who[-4:]}", "type": 1},
-                    "follow_user": [{"userid": "guide01", "tags": [{"tag_name": "high_value", "type": 1}]}]}
+                    "follow_user": [{"userid": "guide01", "tags": [{"tag_name": tag, "type": 1}
+                                                                   for tag in self.contact_tags.get(who, ["high_value"])]}]}
         if path == "/externalcontact/add_msg_template":
             self._msgids += 1
             return {"fail_list": [], "msgid": f"msgGROUPSEND_{self._msgids}"}
@@ -254,7 +256,7 @@ class FakeQyapi(LocalServer):
                                    "member_list": self.group_members.get(body["chat_id"], [])}}
         if path == "/externalcontact/get_corp_tag_list":
             return {"tag_group": [{"group_id": "etGROUP", "group_name": "客户状态", "tag": [
-                {"id": "etGIFT0001", "name": "已发见面礼", "order": 1}]}]}
+                {"id": "etGIFT0001", "name": "测试礼已发", "order": 1}]}]}
         if path == "/kf/customer/batchget":
             return {"customer_list": [{"external_userid": c, "nickname": f"微信用户{c[-1]}"}
                                       for c in body["external_userid_list"]], "invalid_external_userid": []}

@@ -11,13 +11,16 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 
 from bot.app import App
+from bot.config_loader import load_config
 from bot.clock import VirtualClock
-from bot.config import load_settings
 from bot.events import Action, ChatType, Event, EventKind, Profile, Role
 from storage import repo
 from storage.models import Contact, Touch
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests run on their own scripts and settings, never on the shipped marketing copy (scripts/, config.yaml).
+SCRIPTS = ROOT / "tests" / "data" / "scripts"
+CONFIG = ROOT / "tests" / "data" / "config.yaml"
 CHANNEL = "test"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -57,7 +60,7 @@ class Harness:
     @classmethod
     async def create(cls, db_url: str, start: datetime, scripts: Path, worker_id: str = "test-worker",
                      config: Path | None = None, migrate: bool = True, **overrides: Any) -> "Harness":
-        settings = load_settings(config or ROOT / "config.yaml", env={})
+        settings = load_config(config or CONFIG, env={})
         staff = ({"id": "xiaomei", "name": "小美", "identities": {CHANNEL: "guide-xiaomei"}},)
         data = {**settings.model_dump(), "database_url": db_url, "staff": staff, **overrides}
         settings = type(settings).model_validate(data)

@@ -84,3 +84,50 @@ def test_simulated_customers_never_exceed_the_caps(tmp_path: Path) -> None:
         assert all(sum(1 for u in times if t - timedelta(days=7) < u <= t) <= 4 for t in times)
     reasons = {r["reason"].split(" ")[0] for r in rows if r["kind"] in ("deferred", "dropped") and r["reason"]}
     assert {"min_gap", "condition_false"} <= reasons
+
+
+def test_version_is_printed(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    result = siyu("--version", db=tmp_path / "unused.db")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"siyu {version('siyu')}"
+
+
+HEAVY = ("telegram", "openai", "sklearn", "aiohttp", "adapters")
+
+
+def _modules_loaded_by(argv: list[str], tmp_path: Path) -> list[str]:
+    """Run `bot.cli.main(argv)` in a fresh interpreter; the heavy top-level packages it imported."""
+    code = ("import sys, bot.cli\n"
+            "try:\n"
+            f"    bot.cli.main({argv!r})\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    env = {**os.environ, "SIYU_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    return [m for m in result.stdout.splitlines()[-1].split(",") if m]
+
+
+def test_help_imports_no_platform_or_model_libraries(tmp_path: Path) -> None:
+    assert _modules_loaded_by(["--help"], tmp_path) == []
+    assert _modules_loaded_by(["check", "--help"], tmp_path) == []
+
+
+def test_check_imports_no_platform_or_model_libraries(tmp_path: Path) -> None:
+    # adapters' settings models may be needed to validate `adapters:`; their client libraries never are
+    assert set(_modules_loaded_by(["check"], tmp_path)) <= {"adapters"}
+
+
+def test_file_options_mean_the_same_before_or_after_the_command() -> None:
+    from bot.cli import parse_args
+
+    for argv in (["--config", "p.yaml", "--scripts", "s", "serve"], ["serve", "--config", "p.yaml", "--scripts", "s"],
+                 ["--config", "p.yaml", "serve", "--scripts", "s"]):
+        args = parse_args(argv)
+        assert (args.config, args.scripts) == ("p.yaml", "s"), argv
+    defaults = parse_args(["why", "42"])
+    assert (defaults.config, defaults.scripts) == ("config.yaml", "scripts")

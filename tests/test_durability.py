@@ -8,12 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from adapters.base import DeliveryError
+from bot import scheduler
+from bot.transport import DeliveryError
 from bot.events import Action, Event, EventKind, Profile
-from storage import repo
 from storage.models import Message, Touch
-from tests.conftest import ROOT
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 ALL_STEPS_SILENT = ["new_customer.greeting", "new_customer.day1_care", "new_customer.day3_followup",
                     "new_customer.day7_followup", "new_customer.day30_interest"]
@@ -26,14 +25,14 @@ async def _touch_messages(h: Harness) -> Counter[str]:
 
 
 async def test_restart_mid_journey_sends_every_step_once(db_url: str, start) -> None:  # type: ignore[no-untyped-def]
-    first = await Harness.create(db_url, start, ROOT / "scripts", worker_id="process-1")
+    first = await Harness.create(db_url, start, SCRIPTS, worker_id="process-1")
     for i in range(5):
         await first.customer_adds_guide(f"r{i}", f"顾客{i}")
     await first.run_for(timedelta(days=3, hours=2))
     stopped_at = first.clock.now()
     await first.close()  # the process goes away
 
-    second = await Harness.create(db_url, stopped_at, ROOT / "scripts", worker_id="process-2")
+    second = await Harness.create(db_url, stopped_at, SCRIPTS, worker_id="process-2")
     try:
         await second.run_until(start + timedelta(days=35))
         for i in range(5):
@@ -42,8 +41,8 @@ async def test_restart_mid_journey_sends_every_step_once(db_url: str, start) -> 
         assert sent and set(sent.values()) == {1}
         # the second process delivered only what the first had not
         assert [d.text.splitlines()[0] for d in second.transport.delivered if d.chat_id == "r0"] == [
-            "顾客0，不知道您最近是不是比较忙～见面礼还给您留着，",
-            "顾客0，认识您一个月啦～山茶集上海静安嘉里中心店本月有免费肌肤检测，欢迎来店里坐坐，也可以直接问我护肤问题。",
+            "第7天提醒：顾客0，见面礼还给您留着",
+            "第30天：顾客0，欢迎来测试门店坐坐",
         ]
     finally:
         await second.close()
@@ -53,17 +52,17 @@ async def test_worker_dying_mid_send_is_taken_over_once(harness: Harness, monkey
     await harness.customer_adds_guide("k", "断电")
     harness.clock.advance(timedelta(days=1))
 
-    real_release = repo.release_touch
+    real_release = scheduler.release
     calls = {"n": 0}
 
     async def dies_before_commit(*args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         raise ConnectionResetError("process killed")  # the transaction never commits
 
-    monkeypatch.setattr(repo, "release_touch", dies_before_commit)
+    monkeypatch.setattr(scheduler, "release", dies_before_commit)
     with pytest.raises(ConnectionResetError):
         await harness.app.tick()
-    monkeypatch.setattr(repo, "release_touch", real_release)
+    monkeypatch.setattr(scheduler, "release", real_release)
     assert calls["n"] == 1
 
     # the claim is still held: nobody sends until the lease runs out
@@ -91,13 +90,13 @@ async def test_failed_delivery_is_retried_not_lost(harness: Harness, monkeypatch
     assert harness.transcript("f") == []
     await harness.run_for(timedelta(seconds=31))
     await harness.run_for(timedelta(seconds=31))
-    assert harness.transcript("f") == ["d0 10:15 网络差您好～我是山茶集的专属护肤顾问小美 🌸"]
+    assert harness.transcript("f") == ["d0 10:15 问候：网络差您好，我是测试品牌的小美"]
 
 
 async def test_two_workers_on_postgres_never_send_a_touch_twice(postgres_url: str, start) -> None:  # type: ignore[no-untyped-def]
     overrides = {"scheduler": {"poll_seconds": 1, "batch": 3, "lease_seconds": 120}}
-    a = await Harness.create(postgres_url, start, ROOT / "scripts", worker_id="worker-a", **overrides)
-    b = await Harness.create(postgres_url, start, ROOT / "scripts", worker_id="worker-b", migrate=False,
+    a = await Harness.create(postgres_url, start, SCRIPTS, worker_id="worker-a", **overrides)
+    b = await Harness.create(postgres_url, start, SCRIPTS, worker_id="worker-b", migrate=False,
                              **overrides)
     try:
         for i in range(30):
@@ -128,7 +127,7 @@ def a_event(h: Harness, customer: str) -> Event:
 
 
 async def test_outbound_rate_limit_delays_but_never_drops(db_url: str, start) -> None:  # type: ignore[no-untyped-def]
-    h = await Harness.create(db_url, start, ROOT / "scripts", delivery={"test": {"per_second": 0.5, "burst": 2}})
+    h = await Harness.create(db_url, start, SCRIPTS, delivery={"test": {"per_second": 0.5, "burst": 2}})
     try:
         for i in range(5):
             await h.app.engine.handle(a_event(h, f"rl{i}"))

@@ -9,7 +9,7 @@ from storage import repo
 
 from storage.models import Contact, Enrolment, Message, Touch
 from tests.conftest import SHANGHAI
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 
 async def test_opt_out_gets_one_confirmation_and_nothing_more(harness: Harness) -> None:
@@ -20,8 +20,8 @@ async def test_opt_out_gets_one_confirmation_and_nothing_more(harness: Harness) 
     await harness.run_until(harness.start + timedelta(days=40))
 
     assert harness.transcript("li") == [
-        "d0 10:15 李女士您好～我是山茶集的专属护肤顾问小美 🌸",
-        "d1 10:15 李女士，昨天加上您很开心～",
+        "d0 10:15 问候：李女士您好，我是测试品牌的小美",
+        "d1 10:15 第1天关怀：李女士，加上您的第一天",
         "d1 11:15 已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。",
     ]
     async with harness.app.db.session() as session:
@@ -32,16 +32,14 @@ async def test_opt_out_gets_one_confirmation_and_nothing_more(harness: Harness) 
 
 
 async def test_touch_due_in_quiet_hours_waits_for_morning(db_url: str) -> None:
-    from tests.conftest import ROOT
-
     late = datetime(2026, 3, 2, 22, 30, tzinfo=SHANGHAI)  # added at 22:30: day-1 care falls at 22:30 too
-    h = await Harness.create(db_url, late, ROOT / "scripts")
+    h = await Harness.create(db_url, late, SCRIPTS)
     try:
         await h.customer_adds_guide("night", "夜猫子")
         await h.run_for(timedelta(days=1, hours=12))
         assert h.transcript("night")[:2] == [
-            "d0 22:30 夜猫子您好～我是山茶集的专属护肤顾问小美 🌸",  # answers their own add: sent at once
-            "d2 10:00 夜猫子，昨天加上您很开心～",                   # deferred, never dropped
+            "d0 22:30 问候：夜猫子您好，我是测试品牌的小美",  # answers their own add: sent at once
+            "d2 10:00 第1天关怀：夜猫子，加上您的第一天",     # deferred, never dropped
         ]
         async with h.app.db.session() as session:
             from storage import repo
@@ -59,7 +57,8 @@ async def test_guide_triggers_a_step_by_hand(harness: Harness) -> None:
     await harness.guide_says("/sop new_customer.day3_followup zhou")
     assert harness.texts("guide-xiaomei")[-1].startswith("已安排 new_customer.day3_followup 发给 周小姐")
     assert len(harness.transcript("zhou")) == 2
-    assert harness.transcript("zhou")[1].startswith("d0 10:15 周小姐，")
+    assert harness.transcript("zhou")[1] in ("d0 10:15 见面礼A：周小姐，送您「测试礼A」，回复「领取」领取",
+                                              "d0 10:15 见面礼B：周小姐，送您「测试礼B」，回复「领取」领取")
 
     await harness.guide_says("/sop no_such_journey zhou")
     assert "没有旅程 'no_such_journey'" in harness.texts("guide-xiaomei")[-1]
@@ -79,7 +78,7 @@ async def test_customer_cannot_run_guide_commands(harness: Harness) -> None:
 async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None:
     await harness.customer_adds_guide("qian", "钱女士")
     await harness.customer_says("qian", "你们的面霜和海蓝之谜比起来怎么样")
-    assert harness.texts("qian")[-1] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
+    assert harness.texts("qian")[-1] == "转人工：这个问题请测试顾问来回答"
     note = harness.texts("guide-xiaomei")[-1]
     assert note.startswith("【转人工】钱女士")
     assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#chat=test:qian" in note
@@ -87,7 +86,7 @@ async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None
         flagged = (await session.scalars(select(Message).where(Message.handoff.is_(True))
                                          .order_by(Message.id))).all()
     assert [(m.direction, m.text) for m in flagged] == [
-        ("in", "你们的面霜和海蓝之谜比起来怎么样"), ("out", "这个问题我请您的专属顾问来解答，稍等一下哦～")]
+        ("in", "你们的面霜和海蓝之谜比起来怎么样"), ("out", "转人工：这个问题请测试顾问来回答")]
 
 
 async def test_churned_customer_ends_journeys_and_guide_is_told(harness: Harness) -> None:
@@ -99,26 +98,44 @@ async def test_churned_customer_ends_journeys_and_guide_is_told(harness: Harness
     assert harness.texts("guide-xiaomei")[-1].startswith("【流失提醒】客户 孙先生")
     # comes back: a fresh journey starts
     await harness.customer_adds_guide("sun", "孙先生")
-    assert harness.transcript("sun")[-1].startswith("d42 10:15 孙先生您好")
+    assert harness.transcript("sun")[-1].startswith("d42 10:15 问候：孙先生您好")
 
 
 async def test_birthday_and_festival_greetings(harness: Harness) -> None:
     await harness.customer_adds_guide("bd", "生日客", birthday=date(1990, 3, 20))
     await harness.run_until(datetime(2026, 6, 19, tzinfo=SHANGHAI))
     texts = harness.transcript("bd")
-    assert "d18 10:00 生日客，生日快乐！🎂 山茶集为您准备了一份生日礼，" in texts
-    assert "d108 10:30 生日客，618快乐！山茶集小美祝您一切顺心～" in texts
+    assert "d18 10:00 生日：生日客生日快乐！测试品牌送您一份测试生日礼" in texts
+    assert "d108 10:30 节日：生日客，618快乐！测试品牌小美祝您顺心" in texts
     async with harness.app.db.session() as session:
         next_birthday = await session.scalar(select(Touch.due_at).where(Touch.step_id == "birthday",
                                                                        Touch.status == "pending"))
     assert next_birthday.astimezone(SHANGHAI) == datetime(2027, 3, 20, 10, 0, tzinfo=SHANGHAI)
 
 
+async def test_lunar_festivals_follow_the_lunar_calendar(db_url: str) -> None:
+    """中秋 (lunar 08-15) is 25 Sep in 2026 and 春节 (lunar 01-01) 6 Feb in 2027; 双11 is a solar date."""
+    added = datetime(2026, 9, 20, 10, 15, tzinfo=SHANGHAI)
+    h = await Harness.create(db_url, added, SCRIPTS)
+    try:
+        await h.customer_adds_guide("moon", "月饼客")
+        await h.run_until(datetime(2027, 2, 7, tzinfo=SHANGHAI))
+        assert [line for line in h.transcript("moon") if "节日：" in line] == [
+            "d5 10:30 节日：月饼客，中秋快乐！测试品牌小美祝您顺心",
+            "d52 10:30 节日：月饼客，双11快乐！测试品牌小美祝您顺心",
+            "d139 10:30 节日：月饼客，春节快乐！测试品牌小美祝您顺心",
+        ]
+        festival_texts = [t for t in h.texts("moon") if t.startswith("节日：")]
+        assert ["测试大促福利已上线。" in t for t in festival_texts] == [False, True, False]  # only for 618 / 双11
+    finally:
+        await h.close()
+
+
 async def test_redelivered_message_has_one_effect(harness: Harness) -> None:
     await harness.customer_adds_guide("dup", "重复")
     for _ in range(3):
         await harness.customer_says("dup", "包邮吗", message_id="platform-msg-1")
-    answers = [t for t in harness.texts("dup") if t.startswith("全国满 99 元包邮")]
+    answers = [t for t in harness.texts("dup") if t.startswith("答·运费：测试订单满 99 元包邮")]
     assert len(answers) == 1
     async with harness.app.db.session() as session:
         contact = await session.scalar(select(Contact).where(Contact.external_id == "dup"))
@@ -127,10 +144,8 @@ async def test_redelivered_message_has_one_effect(harness: Harness) -> None:
 
 async def test_festival_and_journey_compete_for_one_budget(harness: Harness) -> None:
     """双11 falls on the day the day-7 nudge is due: the higher-priority journey goes first."""
-    from tests.conftest import ROOT
-
     late = datetime(2026, 11, 4, 10, 15, tzinfo=SHANGHAI)
-    h = await Harness.create(harness.app.settings.database_url, late, ROOT / "scripts")
+    h = await Harness.create(harness.app.settings.database_url, late, SCRIPTS)
     try:
         await h.customer_adds_guide("shop", "剁手党")
         await h.run_until(datetime(2026, 11, 13, tzinfo=SHANGHAI))
@@ -171,14 +186,14 @@ async def test_bot_stays_out_of_a_group_a_guide_is_handling(harness: Harness) ->
     await harness.member_joins_group("m1", "g1")
     harness.clock.advance(timedelta(hours=1))
     await harness.member_says_in_group("m1", "g1", "什么时候发货", mention=True)
-    assert harness.group_log("g1")[-1].startswith("say: 工作日 16:00 前下单当天发货")
+    assert harness.group_log("g1")[-1].startswith("say: 答·发货：测试订单下单后 1 天内发货")
     await harness.member_says_in_group("guide-xiaomei", "g1", "我来回答大家～", role=Role.STAFF)
     harness.clock.advance(timedelta(seconds=30))
     await harness.member_says_in_group("m1", "g1", "包邮吗", mention=True)
     assert len(harness.group_log("g1")) == 1  # quiet: a person is answering
     harness.clock.advance(timedelta(minutes=5))
     await harness.member_says_in_group("m1", "g1", "包邮吗", mention=True)
-    assert harness.group_log("g1")[-1].startswith("say: 全国满 99 元包邮")
+    assert harness.group_log("g1")[-1].startswith("say: 答·运费：测试订单满 99 元包邮")
 
 
 async def test_handed_off_questions_are_kept_for_faq_gaps(harness: Harness) -> None:

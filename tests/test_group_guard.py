@@ -11,13 +11,13 @@ from bot.guard import parse_guard
 from bot.yamlsource import load_yaml, parse_yaml
 from storage.models import GuardEvent
 from tests.conftest import ROOT
-from tests.harness import Harness
+from tests.harness import CONFIG, SCRIPTS, Harness
 
 GROUP = "vip-group"
 
 
 def rules():  # type: ignore[no-untyped-def]
-    doc, _ = load_yaml(ROOT / "scripts" / "guard.yaml")
+    doc, _ = load_yaml(SCRIPTS / "guard.yaml")
     parsed, problems = parse_guard(doc)
     assert not problems
     return parsed
@@ -31,7 +31,7 @@ async def test_spammer_is_warned_then_muted_then_removed(harness: Harness) -> No
     await harness.member_says_in_group("spammer", GROUP, "看这里 http://cheap-bags.xyz/abc")
     assert harness.group_log(GROUP) == [
         "delete → spammer",
-        "say: @spammer 请勿在群里发广告、链接或刷屏，再次违规将被禁言或移出群聊～",
+        "say: @spammer 测试警告：请勿发广告、链接或刷屏",
         "delete → spammer",
         "mute → spammer",
         "delete → spammer",
@@ -51,8 +51,8 @@ async def test_strikes_are_forgiven_after_the_window(harness: Harness) -> None:
     harness.clock.advance(timedelta(hours=25))
     await harness.member_says_in_group("once", GROUP, "刷单兼职找我")
     assert [line for line in harness.group_log(GROUP) if not line.startswith("delete")] == [
-        "say: @once 请勿在群里发广告、链接或刷屏，再次违规将被禁言或移出群聊～",
-        "say: @once 请勿在群里发广告、链接或刷屏，再次违规将被禁言或移出群聊～",
+        "say: @once 测试警告：请勿发广告、链接或刷屏",
+        "say: @once 测试警告：请勿发广告、链接或刷屏",
     ]
 
 
@@ -69,7 +69,7 @@ async def test_flood_and_repeats(harness: Harness) -> None:
     for i in range(7):
         await harness.member_says_in_group("loud", GROUP, f"哈哈{i}")
         harness.clock.advance(timedelta(seconds=2))
-    assert harness.group_log(GROUP)[:2] == ["delete → loud", "say: @loud 请勿在群里发广告、链接或刷屏，再次违规将被禁言或移出群聊～"]
+    assert harness.group_log(GROUP)[:2] == ["delete → loud", "say: @loud 测试警告：请勿发广告、链接或刷屏"]
 
     for member in ("a", "b", "c"):
         await harness.member_joins_group(member, GROUP)
@@ -77,7 +77,7 @@ async def test_flood_and_repeats(harness: Harness) -> None:
     for member in ("a", "b", "c"):
         await harness.member_says_in_group(member, GROUP, "大家快来看看这个超值的活动啊!!!")
         harness.clock.advance(timedelta(minutes=1))
-    assert harness.group_log(GROUP)[-2:] == ["delete → c", "say: @c 请勿在群里发广告、链接或刷屏，再次违规将被禁言或移出群聊～"]
+    assert harness.group_log(GROUP)[-2:] == ["delete → c", "say: @c 测试警告：请勿发广告、链接或刷屏"]
 
 
 async def test_normal_chatter_and_staff_are_left_alone(harness: Harness) -> None:
@@ -89,7 +89,7 @@ async def test_normal_chatter_and_staff_are_left_alone(harness: Harness) -> None
         harness.clock.advance(timedelta(minutes=3))
     await harness.member_says_in_group("guide-xiaomei", GROUP, "新品链接 http://shop.example.xyz 大家看看",
                                        role=Role.STAFF)
-    assert not [line for line in harness.group_log(GROUP) if not line.startswith("say: 全国满")]
+    assert not [line for line in harness.group_log(GROUP) if not line.startswith("say: 答·运费：测试订单满 99 元包邮")]
 
 
 def test_banned_words_survive_the_usual_evasions() -> None:
@@ -116,7 +116,8 @@ def test_guard_eval_on_the_shipped_sample_is_precise() -> None:
     import sys
 
     result = subprocess.run([sys.executable, "-m", "bot.cli", "guard", "eval", "tests/data/group_messages.jsonl",
-                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+                             "--json", "--scripts", str(SCRIPTS), "--config", str(CONFIG)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == {"precision", "recall", "flagged", "total"}
@@ -145,3 +146,27 @@ async def test_guard_log_lists_actions(harness: Harness, tmp_path: Path) -> None
         (event,) = await repo.guard_events(session)
     assert (event.member_id, event.action, event.rule) == ("x", "warn", "banned_word")
     assert event.reason == "contains the banned word 「代开发票」"
+
+
+def test_the_guard_folds_text_like_the_faq_matchers() -> None:
+    from intents.normalize import fold, normalize, squeeze
+
+    assert fold("➕ＶＸ 兼職") == "➕vx 兼职"          # symbols kept: ➕ means 加 to the guard
+    assert squeeze("➕ＶＸ 兼.職-日/結") == "vx兼职日结"  # only letters and digits left
+    assert normalize("➕ＶＸ 兼職！") == "vx 兼职"      # the FAQ matchers' view of the same text
+    assert rules().banned_word("兼職日結") == "兼职日结"
+
+
+def test_guard_yaml_reports_every_problem_once() -> None:
+    doc, _ = parse_yaml("flood:\n  messages: 0\n  seconds: soon\nlinks:\n  allow: [ok.com, {x: 1}]\nbanned_words: 刷单\n"
+                        "escalation:\n  warning: '{{ member'\n  mute_for: forever\n", "guard.yaml")
+    _, problems = parse_guard(doc)
+    assert [str(p) for p in problems] == [
+        "guard.yaml:2: flood.messages must be a number ≥ 1, got 0",
+        "guard.yaml:3: flood.seconds must be a number ≥ 1, got 'soon'",
+        "guard.yaml:5: links.allow.1 must be text, got {'x': 1}",
+        "guard.yaml:6: banned_words must be a list, got '刷单'",
+        "guard.yaml:8: escalation.warning template syntax: unexpected end of template, expected 'end of print "
+        "statement'. — check {{ }} and {% %} pairs",
+        "guard.yaml:9: escalation.mute_for must be a duration like '10m' or '24h', got 'forever'",
+    ]

@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from bot.durations import DailyWindow
 from storage.models import Contact, Message, Touch, TouchLog
-from tests.conftest import ROOT, SHANGHAI
-from tests.harness import Harness
+from tests.conftest import SHANGHAI
+from tests.harness import SCRIPTS, Harness
 
 START = datetime(2026, 1, 5, 8, 0, tzinfo=SHANGHAI)
 DAYS = 120
@@ -43,7 +43,7 @@ caps = st.fixed_dictionaries({"day": st.integers(1, 2), "week": st.integers(2, 5
 async def _run(adds: list[int], birthdays: list[date | None], script: list[Act], cap: dict[str, int],
                gap_hours: int, tmp: str) -> None:
     policy = {"caps": cap, "min_gap": f"{gap_hours}h"}
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp}", START, ROOT / "scripts", policy=policy)
+    h = await Harness.create(f"sqlite+aiosqlite:///{tmp}", START, SCRIPTS, policy=policy)
     try:
         timeline = [Act(m, "add", i) for i, m in enumerate(adds)] + script
         # most customers answer the greeting, which opens the group invite and the live-chat rule

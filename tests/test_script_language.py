@@ -1,15 +1,21 @@
 """The small languages operators write: durations, windows, conditions, templates — and their safety."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta, timezone
+from typing import Any
 
 import pytest
+from jinja2 import Template
+from pydantic import Field, field_validator
 
 from bot.conditions import Condition, ConditionError
 from bot.durations import DailyWindow, parse_duration
 from bot.journey import CONDITION_SCHEMA
 from bot.policy import next_allowed_time
 from bot.templates import TemplateProblem, compile_template, render
+from bot.validation import FileModel, Mistake, Voice, validate
+from bot.yamlsource import parse_yaml
 from tests.conftest import SHANGHAI
 
 
@@ -96,3 +102,56 @@ def test_aware_times_only() -> None:
     clock = VirtualClock(datetime(2026, 1, 1, tzinfo=timezone.utc))
     with pytest.raises(ValueError):
         clock.set(datetime(2025, 1, 1, tzinfo=timezone.utc))
+
+
+def test_the_customer_fields_have_one_home() -> None:
+    from bot.facts import CUSTOMER_FIELDS, SAMPLE_CUSTOMER, customer_view
+    from storage.models import Contact
+
+    now = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    contact = Contact(id=7, channel="webchat", external_id="u7", name="", tags=["vip"], interests=[], replies=2,
+                      added_at=now - timedelta(days=3))
+    view = customer_view(contact, now)
+    assert set(view) == set(SAMPLE_CUSTOMER) == CUSTOMER_FIELDS == CONDITION_SCHEMA.names["customer"]
+    assert view["name"] == "亲" and view["days_since_added"] == 3 and view["purchased"] is False
+    assert Condition("has_tag('vip') and customer.replies == 2", CONDITION_SCHEMA).evaluate(
+        {"customer": view}, {"has_tag": lambda tag: tag in view["tags"]})
+
+
+class _Greeting(FileModel):
+    """A tiny operator file for the mapping's own tests."""
+
+    name: str = Field(description="who is greeted, e.g. name: 林小姐")
+    times: int = Field(1, ge=1, strict=True)
+    text: Template | None = None
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Template:
+        try:
+            return compile_template(value)
+        except TemplateProblem as exc:
+            raise Mistake(f"{exc} — check the braces", text_line=exc.line) from None
+
+    @classmethod
+    def cross_checks(cls, raw: Mapping[str, Any], context: Any) -> list[Mistake]:
+        return [Mistake("greets nobody — add a text", at=("times",))] if "text" not in raw else []
+
+
+def test_every_pydantic_error_becomes_a_problem_on_its_line() -> None:
+    text = "times: 0\nbogus: 1\ntext: |\n  hello\n  {{ name \n"
+    doc, _ = parse_yaml(text, "greeting.yaml")
+    assert doc is not None
+    greeting, problems = validate(_Greeting, doc.data, doc, Voice(see="see the docs"))
+    assert greeting is None
+    assert [str(p) for p in problems] == [
+        "greeting.yaml:1: missing 'name' — who is greeted, e.g. name: 林小姐",
+        "greeting.yaml:1: times: must be a whole number ≥ 1, got 0",
+        "greeting.yaml:2: bogus: unknown key — expected one of name, times, text; see the docs",
+        "greeting.yaml:5: text: template syntax: unexpected end of template, expected 'end of print statement'. "
+        "— check the braces",
+    ]
+    doc, _ = parse_yaml("name: 林\ntimes: 2\n", "greeting.yaml")
+    assert doc is not None
+    assert [str(p) for p in validate(_Greeting, doc.data, doc)[1]] == [
+        "greeting.yaml:2: times: greets nobody — add a text"]

@@ -111,7 +111,7 @@ def test_broken_edit_keeps_the_last_good_version_running(scripts: Path) -> None:
 
 
 def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
-    from bot.config import load_settings
+    from bot.config_loader import load_config as load_settings
     from bot.problems import ScriptError
 
     config = tmp_path / "config.yaml"
@@ -123,3 +123,163 @@ def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
     config.write_text("adapters:\n  telegram:\n    token: 1:abc\n", encoding="utf-8")
     with pytest.raises(ScriptError, match="config.yaml:3: adapters.telegram.token: secrets never go in config.yaml"):
         load_settings(config, env={})
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_config_option_works_before_or_after_the_command(tmp_path: Path, order: str) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("brand:\n  name: 山茶集\nserver:\n  port: nine\n", encoding="utf-8")
+    args = ("--config", str(other), "check") if order == "before" else ("check", "--config", str(other))
+    result = siyu(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith(f"{other}:4: server.port:")
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_scripts_option_works_before_or_after_the_command(scripts: Path, order: str) -> None:
+    path = scripts / "journeys" / "new_customer.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("at: 3d\n", "at: 3dayz\n"), encoding="utf-8")
+    args = ("--scripts", str(scripts), "check") if order == "before" else ("check", "--scripts", str(scripts))
+    result = siyu(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines() == [
+        f"{path}:32: step 'day3_followup' has 'at: 3dayz' — expected a duration like '3d' or '36h'"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("brand:\n  slogan: 温和修护\n", ":2: brand: brand needs a 'name'"),
+    ("bogus: 1\n", ":1: bogus: unknown setting"),
+    ("brand: [山茶集\n", ":2: YAML syntax:"),
+])
+def test_broken_config_reports_only_its_own_problems(tmp_path: Path, text: str, expected: str) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(text, encoding="utf-8")
+    result = siyu("check", "--config", str(config))  # the shipped scripts use brand.group_name etc.
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{config}{expected}"), result.stdout
+    assert "template" not in result.stdout
+    assert result.stderr.strip() == "1 problem(s) found"
+
+
+def test_broken_config_still_checks_scripts_with_the_brand_as_written(tmp_path: Path, scripts: Path) -> None:
+    from bot.check import check_everything
+
+    config = tmp_path / "config.yaml"
+    config.write_text("brand:\n" + "".join(f"  {k}: {v}\n" for k, v in BRAND.items()) + "bogus: 1\n",
+                      encoding="utf-8")
+    path = scripts / "journeys" / "new_customer.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("brand.group_name", "brand.gruop_name"),
+                    encoding="utf-8")
+    problems = [str(p) for p in check_everything(config, scripts)]
+    assert problems[0].startswith(f"{config}:9: bogus: unknown setting")
+    assert len(problems) == 2
+    assert problems[1].startswith(f"{path}:28: step 'group_invite' template: 'dict object' has no attribute "
+                                  "'gruop_name'")
+
+
+# --- every problem of every operator file, once (fixtures written here, never the shipped scripts) ---
+
+GOOD_FILES = {
+    "config.yaml": "brand:\n  name: 山茶集\n",
+    "scripts/journeys/hello.yaml": ("journey: hello\ntitle: 问候\ntrigger: contact_added\nsteps:\n"
+                                    "  - id: greeting\n    at: 0m\n    say: 您好 {{ customer.name }}\n"),
+    "scripts/faq.yaml": "intents:\n  - id: shipping_fee\n    examples: [包邮吗]\n    answer: 满 99 包邮\n",
+    "scripts/guard.yaml": "flood: {messages: 6, seconds: 30}\n",
+}
+
+
+def check_files(tmp_path: Path, changed: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`siyu check` over the good fixture files with `changed` ones replaced; returns the run and the root."""
+    for name, text in {**GOOD_FILES, **changed}.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    return siyu("check", "--config", str(tmp_path / "config.yaml"), "--scripts", str(tmp_path / "scripts")), tmp_path
+
+
+def test_check_lists_every_mistake_of_a_journey(tmp_path: Path) -> None:
+    result, root = check_files(tmp_path, {"scripts/journeys/winback.yaml": (
+        "journey: winback\n"
+        "title: 召回\n"
+        "trigger: manual\n"
+        "steps:\n"
+        "  - id: nudge\n"
+        "    at: 3dayz\n"                # a bad offset …
+        "    say: |\n"
+        "      您好\n"
+        "      {{ customer.name }\n"     # … and a bad template in the same step
+        "  - id: later\n"
+        "    at: 2d\n"
+        "    say: \"{{ customer.nmae }}\"\n")})  # and a second bad step
+    path = root / "scripts" / "journeys" / "winback.yaml"
+    lines = result.stdout.splitlines()
+    assert result.returncode == 1
+    assert len(lines) == 3, result.stdout
+    assert lines[0] == f"{path}:6: step 'nudge' has 'at: 3dayz' — expected a duration like '3d' or '36h'"
+    assert lines[1].startswith(f"{path}:9: step 'nudge' template syntax: unexpected '}}'")
+    assert lines[2].startswith(f"{path}:12: step 'later' template: 'dict object' has no attribute 'nmae'")
+    assert result.stderr.strip() == "3 problem(s) found"
+
+
+def test_check_lists_every_mistake_of_guard_yaml(tmp_path: Path) -> None:
+    result, root = check_files(tmp_path, {"scripts/guard.yaml": (
+        "flood:\n  messages: lots\nrepeat:\n  window: 3x\nescalation:\n  actions: [warn, kick]\n")})
+    path = root / "scripts" / "guard.yaml"
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:2: flood.messages must be a number ≥ 1, got 'lots'",
+        f"{path}:4: repeat.window must be a duration like '10m' or '24h', got '3x'",
+        f"{path}:6: unknown action 'kick' — use warn, mute or remove",
+    ]
+
+
+def test_check_lists_every_mistake_of_faq_yaml(tmp_path: Path) -> None:
+    result, root = check_files(tmp_path, {"scripts/faq.yaml": (
+        "intents:\n"
+        "  - id: shipping_fee\n"
+        "    examples: []\n"
+        "    answer: \"\"\n"
+        "  - id: returns\n"
+        "    examples: [可以退货吗]\n"
+        "    answer: 7 天无理由\n"
+        "    in_groups: maybe\n")})
+    path = root / "scripts" / "faq.yaml"
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:3: intent 'shipping_fee' examples must not be empty",
+        f"{path}:4: intent 'shipping_fee' has an empty 'answer' — write what the bot replies",
+        f"{path}:8: intent 'returns' in_groups must be true or false, got 'maybe'",
+    ]
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("config.yaml", "brand:\n  name: 山茶集\nservr:\n  port: 1\n",
+     ":3: servr: unknown setting — expected one of brand, database_url, server, "),
+    ("scripts/journeys/hello.yaml", GOOD_FILES["scripts/journeys/hello.yaml"] + "colour: red\n",
+     ":8: unknown key 'colour' — expected one of journey, title, trigger, exit_when, priority, expire, steps"),
+    ("scripts/journeys/hello.yaml", GOOD_FILES["scripts/journeys/hello.yaml"] + "    tga: x\n",
+     ":8: step 'greeting' has unknown key 'tga' — expected one of id, at, on, time, dates, say, variants, window, "
+     "when, reply, expire, tag"),
+    ("scripts/guard.yaml", "flood:\n  mesages: 3\n",
+     ":2: flood.mesages: unknown key — expected one of messages, seconds"),
+    ("scripts/faq.yaml", GOOD_FILES["scripts/faq.yaml"] + "    answr: 包邮\n",
+     ":5: intent 'shipping_fee' has unknown key 'answr' — expected one of id, description, examples, answer, "
+     "in_groups"),
+])
+def test_an_unknown_key_names_the_allowed_ones(tmp_path: Path, name: str, text: str, expected: str) -> None:
+    result, root = check_files(tmp_path, {name: text})
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith(f"{root / name}{expected}"), result.stdout
+    assert result.stderr.strip() == "1 problem(s) found"
+
+
+def test_each_problem_is_listed_once_with_yaml_and_model_problems_together(tmp_path: Path) -> None:
+    journey = ("journey: twice\ntitle: 重复\ntrigger: manual\ntrigger: manual\nsteps:\n"
+               + "".join(f"  - id: same\n    at: {n}d\n    say: hi\n" for n in (1, 2, 3)))
+    result, root = check_files(tmp_path, {"scripts/journeys/twice.yaml": journey})
+    path = root / "scripts" / "journeys" / "twice.yaml"
+    assert result.stdout.splitlines() == [
+        f"{path}:4: key 'trigger' appears twice — keep one, the second would silently win",
+        f"{path}:9: step 'same' is used twice — step ids must be unique",
+        f"{path}:12: step 'same' is used twice — step ids must be unique",
+    ]

@@ -8,12 +8,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from adapters.telegram import TelegramAdapter
-from bot.commands import STAFF_COMMANDS
+from adapters.telegram.adapter import TelegramAdapter
 from storage.models import Contact
-from tests.conftest import ROOT
 from tests.fakes import FakeTelegram, tg_blocked, tg_group, tg_joined, tg_private
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 GUIDE = 500
 GROUP = -1001234567890
@@ -54,18 +52,25 @@ class TelegramWorld:
         await self.h.app.tick()
 
 
+async def telegram_harness(fake: FakeTelegram, api_base: str, db: str, start, **telegram: str) -> Harness:  # type: ignore[no-untyped-def]
+    """siyu with Telegram configured as an operator would: the token and API base from settings."""
+    h = await Harness.create(f"sqlite+aiosqlite:///{db}", start, SCRIPTS, staff=STAFF,
+                             adapters={"telegram": {"token": fake.token, "api_base": api_base, **telegram}})
+    h.app.plug_in()
+    await h.app.start_adapters()
+    return h
+
+
 @pytest.fixture
 async def world(tmp_path, start) -> AsyncIterator[TelegramWorld]:  # type: ignore[no-untyped-def]
     fake = FakeTelegram()
     api_base = await fake.start()
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", start, ROOT / "scripts", staff=STAFF)
-    adapter = TelegramAdapter(fake.token, api_base, h.app.engine.handle, h.clock, [str(GUIDE)], STAFF_COMMANDS)
-    h.app.add_transport(adapter)
-    await adapter.start()
+    h = await telegram_harness(fake, api_base, str(tmp_path / "t.db"), start)
+    adapter = h.app.transports["telegram"]
+    assert isinstance(adapter, TelegramAdapter)
     try:
         yield TelegramWorld(h, fake, adapter)
     finally:
-        await adapter.stop()
         await h.close()
         await fake.close()
 
@@ -82,10 +87,10 @@ async def test_commands_are_registered_for_guides(world: TelegramWorld) -> None:
 async def test_dm_start_greets_and_questions_are_answered(world: TelegramWorld) -> None:
     await world.customer(1001, "Lin", "/start xiaohongshu")
     await world.until(lambda: len(world.texts_to(1001)) == 1)
-    assert world.texts_to(1001)[0].startswith("Lin您好～我是山茶集的专属护肤顾问小美 🌸\n感谢您在xiaohongshu添加我")
+    assert world.texts_to(1001)[0].startswith("问候：Lin您好，我是测试品牌的小美\n感谢您在xiaohongshu添加我")
     await world.customer(1001, "Lin", "包邮吗？")
     await world.until(lambda: len(world.texts_to(1001)) == 2)
-    assert world.texts_to(1001)[1].startswith("全国满 99 元包邮")
+    assert world.texts_to(1001)[1].startswith("答·运费：测试订单满 99 元包邮")
 
 
 async def test_unknown_question_goes_to_the_guide_and_the_bot_waits_for_release(world: TelegramWorld) -> None:
@@ -94,16 +99,16 @@ async def test_unknown_question_goes_to_the_guide_and_the_bot_waits_for_release(
     await world.until(lambda: any("【转人工】" in t for t in world.texts_to(GUIDE)))
     note = next(t for t in world.texts_to(GUIDE) if "【转人工】" in t)
     assert "你们和隔壁那家比哪个好用" in note and "tg://user?id=1002" in note
-    assert world.texts_to(1002)[-1] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
+    assert world.texts_to(1002)[-1] == "转人工：这个问题请测试顾问来回答"
 
     await world.customer(1002, "Wang", "包邮吗")  # a person has the chat: the bot stays quiet
     await world.until(lambda: any("【转人工·续】Wang：包邮吗" in t for t in world.texts_to(GUIDE)))
-    assert not any(t.startswith("全国满") for t in world.texts_to(1002))
+    assert not any(t.startswith("答·运费") for t in world.texts_to(1002))
 
     await world.customer(GUIDE, "小美", "/release 1002")
     await world.until(lambda: any("交还给机器人" in t for t in world.texts_to(GUIDE)))
     await world.customer(1002, "Wang", "包邮吗")
-    await world.until(lambda: world.texts_to(1002)[-1].startswith("全国满 99 元包邮"))
+    await world.until(lambda: world.texts_to(1002)[-1].startswith("答·运费：测试订单满 99 元包邮"))
 
 
 async def test_non_guides_are_refused_guide_commands(world: TelegramWorld) -> None:
@@ -113,7 +118,7 @@ async def test_non_guides_are_refused_guide_commands(world: TelegramWorld) -> No
     assert world.texts_to(1003)[1] == "抱歉，这个命令仅供导购使用～有问题直接发消息问我就好。"
     await world.customer(GUIDE, "小美", "/sop new_customer.day3_followup 1003")
     await world.until(lambda: len(world.texts_to(1003)) == 3)
-    assert world.texts_to(1003)[2].startswith("Zhao，")
+    assert world.texts_to(1003)[2].startswith(("见面礼A：Zhao，", "见面礼B：Zhao，"))
 
 
 async def test_35_day_journey_on_the_virtual_clock(world: TelegramWorld) -> None:
@@ -121,9 +126,9 @@ async def test_35_day_journey_on_the_virtual_clock(world: TelegramWorld) -> None
     await world.h.run_until(world.h.start + timedelta(days=35))
     await world.until(lambda: len(world.texts_to(1004)) == 5)
     firsts = [t.splitlines()[0] for t in world.texts_to(1004)]
-    assert firsts[0].startswith("Sun您好") and firsts[1] == "Sun，昨天加上您很开心～"
-    assert firsts[3] == "Sun，不知道您最近是不是比较忙～见面礼还给您留着，"
-    assert firsts[4].startswith("Sun，认识您一个月啦")
+    assert firsts[0].startswith("问候：Sun您好") and firsts[1] == "第1天关怀：Sun，加上您的第一天"
+    assert firsts[3] == "第7天提醒：Sun，见面礼还给您留着"
+    assert firsts[4].startswith("第30天：Sun，欢迎来测试门店")
 
 
 async def test_group_spammer_is_warned_muted_and_banned(world: TelegramWorld) -> None:
@@ -137,7 +142,7 @@ async def test_group_spammer_is_warned_muted_and_banned(world: TelegramWorld) ->
         await world.settle(before)
     await world.until(lambda: bool(world.fake.sent("banChatMember")))
     assert len(world.fake.sent("deleteMessage")) == 3
-    assert world.texts_to(GROUP)[0].startswith("@Spammy 请勿在群里发广告")
+    assert world.texts_to(GROUP)[0].startswith("@Spammy 测试警告：请勿发广告")
     (mute,) = world.fake.sent("restrictChatMember")
     assert mute["user_id"] == 2001 and mute["permissions"]["can_send_messages"] is False
     (ban,) = world.fake.sent("banChatMember")
@@ -167,7 +172,7 @@ async def test_retry_after_is_respected_and_nothing_is_lost(world: TelegramWorld
     assert world.texts_to(1005) == [] and len(world.fake.refused) == 1  # refused once: waiting, not dropped
     world.h.clock.advance(timedelta(seconds=31))
     await world.until(lambda: len(world.texts_to(1005)) == 1)
-    assert world.texts_to(1005)[0].startswith("Zhou您好")
+    assert world.texts_to(1005)[0].startswith("问候：Zhou您好")
 
 
 async def test_blocking_the_bot_marks_the_customer_churned(world: TelegramWorld) -> None:
@@ -198,16 +203,12 @@ async def test_webhook_mode_checks_the_secret(tmp_path, start) -> None:  # type:
 
     fake = FakeTelegram()
     api_base = await fake.start()
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}", start, ROOT / "scripts", staff=STAFF)
-    adapter = TelegramAdapter(fake.token, api_base, h.app.engine.handle, h.clock, [str(GUIDE)], STAFF_COMMANDS,
-                              mode="webhook", webhook_url="https://bot.example.com/telegram/webhook",
-                              webhook_secret="s3cret")
-    h.app.add_transport(adapter)
-    await adapter.start()
+    h = await telegram_harness(fake, api_base, str(tmp_path / "w.db"), start, mode="webhook",
+                               webhook_url="https://bot.example.com/telegram/webhook", webhook_secret="s3cret")
     try:
         (hook,) = fake.sent("setWebhook")
         assert hook["url"] == "https://bot.example.com/telegram/webhook" and hook["secret_token"] == "s3cret"
-        async with TestClient(TestServer(build_web_app(h.app, adapter), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
             update = {"update_id": 1, **tg_private(3001, "Hook", "/start", 1)}
             forged = await client.post("/telegram/webhook", json=update,
                                        headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
@@ -216,10 +217,9 @@ async def test_webhook_mode_checks_the_secret(tmp_path, start) -> None:  # type:
                                      headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret"})
             assert real.status == 200
         await h.app.tick()
-        assert [p["text"][:7] for p in fake.sent() if p["chat_id"] == 3001] == ["Hook您好～"]
+        assert [p["text"][:7] for p in fake.sent() if p["chat_id"] == 3001] == ["问候：Hook"]
         async with h.app.db.session() as session:
             assert (await session.scalar(select(Contact.name).where(Contact.external_id == "3001"))) == "Hook"
     finally:
-        await adapter.stop()
         await h.close()
         await fake.close()

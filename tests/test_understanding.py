@@ -11,7 +11,8 @@ import pytest
 
 from intents.cascade import Thresholds, Understanding
 from intents.catalog import Catalog, FaqIntent
-from intents.evaluate import LabelledQuery, score_all, tune
+from intents.evaluate import LabelledQuery, Scored, evaluate, score_all, tune
+from intents.fuzzy import Candidate
 from intents.llm import LlmClassifier
 from intents.normalize import normalize
 from tests.conftest import ROOT
@@ -104,13 +105,90 @@ async def test_llm_server_error_hands_off() -> None:
     assert decision.intent is None and llm.failures == 1
 
 
-def test_tuning_keeps_wrong_answers_under_five_percent() -> None:
+# --- tuning: checked against a brute force written here, and on data whose best thresholds are known ---
+
+DEV = {  # a labelled development split: paraphrases, and out-of-scope questions that look like FAQ ones
+    "shipping_fee": "包邮吗 包郵嗎 运费多少钱 满多少包邮呀 要运费吗 邮费怎么算 运费怎么算 包不包邮",
+    "return_policy": "可以退货吗 能退货吗 怎么退货呀 七天无理由退货吗 不喜欢可以退吗 退货流程",
+    "store_location": "门店在哪里 线下店在哪 你们店在哪 实体店地址 门店地址是什么",
+    None: "今天天气如何 讲个笑话 你是机器人吗 可以开发票吗 退款多久到账 门店几点关门 运单号是多少 包装好看吗 "
+          "在哪里买 怎么联系客服 退货运费谁出 门店有停车位吗",
+}
+
+
+def _answer(item: Scored, fuzzy_at: float, semantic_at: float) -> str | None:
+    """What the bot answers with these thresholds: the fuzzy tier first, then the semantic tier, else hand off."""
+    if item.fuzzy and item.fuzzy[0].score >= fuzzy_at:
+        return item.fuzzy[0].intent
+    if item.semantic and item.semantic[0].score >= semantic_at:
+        return item.semantic[0].intent
+    return None
+
+
+def _outcome(scored: list[Scored], fuzzy_at: float, semantic_at: float) -> tuple[int, int]:
+    """(correct, wrong) answers."""
+    answers = [(item.query.intent, _answer(item, fuzzy_at, semantic_at)) for item in scored]
+    return (sum(1 for want, got in answers if got is not None and got == want),
+            sum(1 for want, got in answers if got is not None and got != want))
+
+
+def _brute_force(scored: list[Scored]) -> tuple[int, int]:
+    """Best (correct, wrong) with wrong ≤ 5 %, trying every score seen as a cut-off, and 'never'."""
+    fuzzy_cuts = {item.fuzzy[0].score for item in scored if item.fuzzy} | {float("inf")}
+    semantic_cuts = {item.semantic[0].score for item in scored if item.semantic} | {float("inf")}
+    allowed = [_outcome(scored, f, m) for f in fuzzy_cuts for m in semantic_cuts]
+    allowed = [(c, w) for c, w in allowed if w <= 0.05 * len(scored)]
+    return max(allowed, key=lambda cw: (cw[0], -cw[1]))
+
+
+def test_tuning_maximises_correct_answers_with_at_most_five_percent_wrong() -> None:
     understanding = Understanding(CATALOG, Thresholds(), semantic="tfidf")
-    dev = [LabelledQuery("包邮吗", "shipping_fee"), LabelledQuery("运费怎么算", "shipping_fee"),
-           LabelledQuery("能退货吗", "return_policy"), LabelledQuery("你们店在哪", "store_location"),
-           LabelledQuery("今天天气如何", None), LabelledQuery("讲个笑话", None)] * 4
-    chosen = tune(score_all(understanding, dev), Thresholds())
-    assert chosen.semantic_answer <= 1.01 and chosen.fuzzy_answer <= 1.01
+    dev = [LabelledQuery(text, intent) for intent, texts in DEV.items() for text in texts.split()]
+    scored = score_all(understanding, dev)
+    chosen = tune(scored, Thresholds())
+
+    correct, wrong = _outcome(scored, chosen.fuzzy_answer, chosen.semantic_answer)
+    assert wrong <= 0.05 * len(dev)
+    assert (correct, wrong) == _brute_force(scored)  # no other thresholds answer more (or as many, less wrongly)
+    assert correct > _outcome(scored, Thresholds().fuzzy_answer, Thresholds().semantic_answer)[0]
+
+
+def _scored(expected: str | None, fuzzy: tuple[str, float], semantic: tuple[str, float], times: int = 1) -> list[Scored]:
+    return [Scored(LabelledQuery(f"q-{expected}-{fuzzy}-{semantic}", expected), [Candidate(*fuzzy)],
+                   [Candidate(*semantic)], 0.0)] * times
+
+
+# 90 queries built so that the best thresholds are known: fuzzy 0.85, semantic 0.46 (50 correct, 4 wrong)
+CONSTRUCTED = (
+    _scored("a", ("a", 1.0), ("a", 0.9), times=20)           # exact wording: both tiers right
+    + _scored("a", ("a", 0.85), ("b", 0.3), times=6)         # typos only the fuzzy tier catches
+    + _scored(None, ("b", 0.8), ("b", 0.3), times=4)         # near-exact wording of another question: wrong
+    + [item for p in range(40, 70) for item in _scored("a", ("b", 0.3), ("a", p / 100))]  # paraphrases 0.40-0.69
+    + [item for s in (0.75, 0.65, 0.55, 0.47, 0.45, 0.38) for item in _scored(None, ("b", 0.2), ("b", s))]  # decoys
+    + _scored(None, ("b", 0.1), ("b", 0.2), times=24)        # plainly out of scope
+)
+
+
+async def test_tuning_finds_the_known_best_operating_point() -> None:
+    assert len(CONSTRUCTED) == 90  # at most 4 wrong answers allowed
+    chosen = tune(CONSTRUCTED, Thresholds())
+    # fuzzy ≤ 0.8 adds four wrong answers; semantic 0.45 would add a fifth decoy; 0.47 loses the 0.46 paraphrase
+    assert (chosen.fuzzy_answer, chosen.semantic_answer) == (0.85, 0.46)
+    understanding = Understanding(CATALOG, Thresholds(), semantic="none")
+    tuned = await evaluate(understanding, CONSTRUCTED, chosen)
+    assert (round(tuned.correct * 90), round(tuned.wrong * 90)) == (20 + 6 + 24, 4)
+    default = await evaluate(understanding, CONSTRUCTED, Thresholds())  # fuzzy 0.9, semantic 0.6
+    assert (round(default.correct * 90), round(default.wrong * 90)) == (20 + 10, 2)
+    assert _brute_force(CONSTRUCTED) == (50, 4)
+
+
+@pytest.mark.xfail(strict=True, reason="intents/evaluate.py tune() rounds its threshold grid to 4 decimals, "
+                   "rounding 0.41237 up to 0.4124, so a cut-off exactly at an item's score can never be chosen")
+def test_tuning_can_cut_exactly_at_a_score_with_many_decimals() -> None:
+    items = (_scored("a", ("a", 0.1), ("a", 0.9), times=10) + _scored("a", ("a", 0.1), ("a", 0.41237), times=5)
+             + _scored(None, ("b", 0.1), ("b", 0.3), times=5))
+    chosen = tune(items, Thresholds())
+    assert _outcome(items, chosen.fuzzy_answer, chosen.semantic_answer) == (15, 0)
 
 
 def test_siyu_eval_prints_the_metrics_and_tunes(tmp_path: Path) -> None:

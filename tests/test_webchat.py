@@ -12,13 +12,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import build_web_app
 from storage.models import Staff
-from tests.conftest import ROOT
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 
 @pytest.fixture
 async def client(db_url: str, start) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
-    h = await Harness.create(db_url, start, ROOT / "scripts")
+    h = await Harness.create(db_url, start, SCRIPTS)
     await h.app.engine.sync_staff()
     # the guide also has a web chat identity
     async with h.app.db.session() as session, session.begin():
@@ -65,11 +64,11 @@ async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
     joined = await next_of(ws, "joined")
     assert joined["name"] == "林小姐"
     greeting = await next_of(ws, "message")
-    assert greeting["from"] == "bot" and greeting["text"].startswith("林小姐您好～我是山茶集的专属护肤顾问小美")
+    assert greeting["from"] == "bot" and greeting["text"].startswith("问候：林小姐您好，我是测试品牌的小美")
 
     await ws.send_json({"type": "say", "id": "u1", "text": "包邮吗"})
     answer = await next_of(ws, "message")
-    assert answer["text"].startswith("全国满 99 元包邮")
+    assert answer["text"].startswith("答·运费：测试订单满 99 元包邮")
     await ws.close()
 
     # reconnecting shows the conversation so far, and does not greet twice
@@ -86,13 +85,14 @@ async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None
     await next_of(customer, "message")  # greeting
 
     await customer.send_json({"type": "say", "id": "q1", "text": "你们和别家的面霜比哪个好"})
-    assert (await next_of(customer, "message"))["text"] == "这个问题我请您的专属顾问来解答，稍等一下哦～"
+    assert (await next_of(customer, "message"))["text"] == "转人工：这个问题请测试顾问来回答"
     note = await next_of(guide, "message")
     assert note["text"].startswith("【转人工】webchat-guest")
 
     await guide.send_json({"type": "say", "id": "c1", "text": "/sop new_customer.day3_followup webchat-guest"})
     assert (await next_of(guide, "message"))["text"].startswith("已安排 new_customer.day3_followup")
-    assert (await next_of(customer, "message"))["text"].startswith("webchat-guest，")
+    assert (await next_of(customer, "message"))["text"] in ("见面礼A：webchat-guest，送您「测试礼A」，回复「领取」领取",
+                                                          "见面礼B：webchat-guest，送您「测试礼B」，回复「领取」领取")
     await guide.close()
     await customer.close()
 
@@ -119,7 +119,7 @@ async def test_group_members_see_each_other_and_the_bot_answers_mentions(client:
     await b.send_json({"type": "say", "id": "g2", "text": "@bot 什么时候发货"})
     while (frame := await next_of(a, "message"))["from"] != "bot":
         pass
-    assert frame["text"].startswith("工作日 16:00 前下单当天发货")
+    assert frame["text"].startswith("答·发货：测试订单下单后 1 天内发货")
     await a.close()
     await b.close()
 

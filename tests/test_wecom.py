@@ -17,7 +17,7 @@ from bot.app import build_web_app
 from storage.models import Contact, InboxItem, Message, Touch
 from tests.conftest import ROOT
 from tests.fakes import FakeQyapi
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 AES_KEY = base64.b64encode(bytes(range(32))).decode()[:43]
 TOKEN = "callbacktoken"
@@ -63,7 +63,7 @@ async def world(db_url: str, start) -> AsyncIterator[WeComWorld]:  # type: ignor
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
              "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
     # guides may bypass siyu's own caps here, so the platform's 5-message rule is what is tested
-    h = await Harness.create(db_url, start, ROOT / "scripts", staff=STAFF, policy={"guides_may_bypass_caps": True},
+    h = await Harness.create(db_url, start, SCRIPTS, staff=STAFF, policy={"guides_may_bypass_caps": True},
                              adapters={"webchat": {"enabled": False}, "wecom": wecom})
     async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
         yield WeComWorld(h, fake, client)
@@ -141,7 +141,7 @@ async def test_the_same_add_event_three_times_gives_one_welcome(world: WeComWorl
     await world.h.app.tick()
     (welcome,) = world.fake.called("/externalcontact/send_welcome_msg")
     assert welcome["welcome_code"] == "WELCOMECODE"
-    assert welcome["text"]["content"].startswith("客户0001您好～我是山茶集的专属护肤顾问小美")
+    assert welcome["text"]["content"].startswith("问候：客户0001您好，我是测试品牌的小美")
     assert "感谢您在store-qr-01添加我" in welcome["text"]["content"]
     async with world.h.app.db.session() as session:
         contact = await session.scalar(select(Contact).where(Contact.external_id == "wmLIN0001"))
@@ -173,7 +173,7 @@ async def test_assisted_touch_waits_for_the_guide_and_completes(world: WeComWorl
     await world.h.app.tick()
     await world.h.run_for(timedelta(days=1, minutes=1))  # day-1 care is proactive: only a guide may send it
     (template,) = world.fake.called("/externalcontact/add_msg_template")
-    assert template["text"]["content"].startswith("客户E001，昨天加上您很开心")
+    assert template["text"]["content"].startswith("第1天关怀：客户E001，加上您的第一天")
     reminder = world.fake.called("/message/send")[-1]
     assert reminder["touser"] == GUIDE and "待确认发送" in reminder["text"]["content"]
     async with world.h.app.db.session() as session:
@@ -264,7 +264,7 @@ async def test_kf_cursor_survives_a_restart(db_url: str, start) -> None:  # type
     fake.kf_messages = [kf_message(1, "包邮吗"), kf_message(2, "什么时候发货"), kf_message(3, "谢谢")]
     try:
         for round_ in range(2):
-            h = await Harness.create(db_url, start, ROOT / "scripts", staff=STAFF,
+            h = await Harness.create(db_url, start, SCRIPTS, staff=STAFF,
                                      adapters={"webchat": {"enabled": False}, "wecom": wecom})
             async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
                 w = WeComWorld(h, fake, client)
@@ -275,9 +275,9 @@ async def test_kf_cursor_survives_a_restart(db_url: str, start) -> None:  # type
                 fake.kf_messages.append(kf_message(4, "门店在哪里"))  # arrives while we are down
         cursors = [body.get("cursor") for body in fake.called("/kf/sync_msg")]
         assert cursors == [None, "2", "3"]  # the second process resumed, nothing read twice
-        answers = [b["text"]["content"][:6] for b in fake.called("/kf/send_msg")]
+        answers = [b["text"]["content"][:8] for b in fake.called("/kf/send_msg")]
         # each question answered once; the first message made them a customer, so they are greeted once
-        assert sorted(answers) == sorted(["全国满 99", "微信用户1您", "工作日 16", "你好～我是您", "我们的门店在"])
+        assert sorted(answers) == sorted(["答·运费：测试订", "问候：微信用户1", "答·发货：测试订", "答·打招呼：你好", "答·门店：测试门"])
     finally:
         await fake.close()
 
@@ -395,4 +395,4 @@ async def test_tags_a_journey_adds_are_written_to_wecom(world: WeComWorld) -> No
     assert marked == {"userid": GUIDE, "external_userid": "wmTAG0001", "add_tag": ["etGIFT0001"]}
     async with world.h.app.db.session() as session:
         contact = await session.scalar(select(Contact).where(Contact.external_id == "wmTAG0001"))
-    assert "已发见面礼" in contact.tags
+    assert "测试礼已发" in contact.tags

@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.wecom.aibot import AiBotConnection
-from tests.conftest import ROOT
 from tests.fakes import FakeAiBotGateway
-from tests.harness import Harness
+from tests.harness import SCRIPTS, Harness
 
 STAFF = ({"id": "xiaomei", "name": "小美", "identities": {"wecom_aibot": "xiaomei.li"}},)
 
@@ -39,7 +38,7 @@ class AiBotWorld:
 async def world(tmp_path, start) -> AsyncIterator[AiBotWorld]:  # type: ignore[no-untyped-def]
     gateway = FakeAiBotGateway()
     url = await gateway.start()
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", start, ROOT / "scripts", staff=STAFF)
+    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", start, SCRIPTS, staff=STAFF)
     bot = AiBotConnection(gateway.bot_id, gateway.secret, h.app.engine.handle, h.clock, url=url, heartbeat=0.2,
                           backoff=0.05)
     h.app.add_transport(bot)
@@ -66,7 +65,7 @@ async def test_welcome_on_enter_chat_and_replies_echo_the_req_id(world: AiBotWor
     await world.settle(lambda: bool(world.gateway.received("aibot_respond_welcome_msg")))
     (welcome,) = world.gateway.received("aibot_respond_welcome_msg")
     assert welcome["headers"]["req_id"] == enter
-    assert welcome["body"]["text"]["content"].startswith("lin.x您好～我是山茶集的专属护肤顾问小美")
+    assert welcome["body"]["text"]["content"].startswith("问候：lin.x您好，我是测试品牌的小美")
 
     asked = await world.gateway.push("aibot_msg_callback", {
         "msgid": "m1", "aibotid": "aibot001", "chattype": "single", "from": {"userid": "lin.x"},
@@ -75,7 +74,7 @@ async def test_welcome_on_enter_chat_and_replies_echo_the_req_id(world: AiBotWor
     (reply,) = world.gateway.received("aibot_respond_msg")
     assert reply["headers"]["req_id"] == asked
     assert reply["body"]["msgtype"] == "stream" and reply["body"]["stream"]["finish"] is True
-    assert reply["body"]["stream"]["content"].startswith("全国满 99 元包邮")
+    assert reply["body"]["stream"]["content"].startswith("答·运费：测试订单满 99 元包邮")
 
 
 async def test_group_mentions_are_answered_in_the_group(world: AiBotWorld) -> None:
@@ -85,7 +84,7 @@ async def test_group_mentions_are_answered_in_the_group(world: AiBotWorld) -> No
     await world.settle(lambda: bool(world.gateway.received("aibot_respond_msg")))
     (reply,) = world.gateway.received("aibot_respond_msg")
     assert reply["headers"]["req_id"] == asked
-    assert reply["body"]["stream"]["content"].startswith("工作日 16:00 前下单当天发货")
+    assert reply["body"]["stream"]["content"].startswith("答·发货：测试订单下单后 1 天内发货")
 
 
 async def test_guides_run_commands_and_proactive_sends_use_send_msg(world: AiBotWorld) -> None:
@@ -98,7 +97,7 @@ async def test_guides_run_commands_and_proactive_sends_use_send_msg(world: AiBot
     await world.settle(lambda: bool(world.gateway.received("aibot_send_msg")))
     (proactive,) = world.gateway.received("aibot_send_msg")
     assert proactive["body"]["chatid"] == "wang.y"
-    assert proactive["body"]["markdown"]["content"].startswith("wang.y，")
+    assert proactive["body"]["markdown"]["content"].startswith(("见面礼A：wang.y，", "见面礼B：wang.y，"))
     (answer,) = world.gateway.received("aibot_respond_msg")
     assert answer["body"]["stream"]["content"].startswith("已安排 new_customer.day3_followup")
 
@@ -117,7 +116,7 @@ async def test_reconnects_after_a_drop_but_not_after_disconnected_event(world: A
 async def test_wrong_secret_is_refused_and_retried_with_back_off(tmp_path, start) -> None:  # type: ignore[no-untyped-def]
     gateway = FakeAiBotGateway()
     url = await gateway.start()
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", start, ROOT / "scripts")
+    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'b.db'}", start, SCRIPTS)
     bot = AiBotConnection(gateway.bot_id, "wrong", h.app.engine.handle, h.clock, url=url, backoff=0.05)
     bot.start()
     try:
@@ -136,7 +135,7 @@ async def test_http_callback_mode_uses_json_bodies_and_an_empty_receive_id(tmp_p
     from aiohttp.test_utils import TestClient, TestServer
 
     from adapters.wecom.crypto import WeComCrypto, signature
-    from bot.app import build_web_app, enable_wecom_aibot
+    from bot.app import build_web_app
     from tests.fakes import FakeQyapi
     from tests.test_wecom import AES_KEY, CORP, TOKEN
 
@@ -152,11 +151,10 @@ async def test_http_callback_mode_uses_json_bodies_and_an_empty_receive_id(tmp_p
     api = await fake.start()
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret, "api_base": api,
              "aibot_id": "aibot001"}
-    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", start, ROOT / "scripts",
+    h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", start, SCRIPTS,
                              adapters={"webchat": {"enabled": False}, "wecom": wecom})
     try:
         async with TestClient(TestServer(sink, host="127.0.0.1")) as replies_server:
-            enable_wecom_aibot(h.app)
             async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
                 crypto = WeComCrypto(TOKEN, AES_KEY, "")  # the AI bot signs with an empty receive id
                 message = {"msgid": "hm1", "aibotid": "aibot001", "chattype": "single", "from": {"userid": "qian"},
@@ -178,8 +176,8 @@ async def test_http_callback_mode_uses_json_bodies_and_an_empty_receive_id(tmp_p
                 await h.app.tick()
                 await h.app.tick()
         answers = [r["markdown"]["content"] for r in replies]
-        assert any(a.startswith("全国满 99 元包邮") for a in answers)
-        assert sum(1 for a in answers if a.startswith("全国满 99 元包邮")) == 1
+        assert any(a.startswith("答·运费：测试订单满 99 元包邮") for a in answers)
+        assert sum(1 for a in answers if a.startswith("答·运费：测试订单满 99 元包邮")) == 1
     finally:
         await h.close()
         await fake.close()

@@ -1,4 +1,25 @@
 """Telegram adapter on python-telegram-bot: DMs are 1v1 conversations, supergroups are customer groups."""
-from adapters.telegram.adapter import TelegramAdapter
+from __future__ import annotations
 
-__all__ = ["TelegramAdapter"]
+from adapters.telegram.settings import TelegramSettings
+from bot.plugin import Adapter, AdapterContext, AdapterSpec
+
+CHANNEL = "telegram"
+
+
+def build(context: AdapterContext[TelegramSettings]) -> Adapter | None:
+    """On when SIYU_TELEGRAM_TOKEN is set; guides are staff with a telegram identity."""
+    settings = context.settings
+    if not settings.token:
+        return None
+    from adapters.telegram.adapter import TelegramAdapter  # python-telegram-bot only when Telegram is on
+
+    telegram = TelegramAdapter(settings.token, settings.api_base, context.handle, context.clock,
+                               sorted(context.staff_on(CHANNEL)), dict(context.staff_commands), settings.mode,
+                               settings.webhook_url, settings.webhook_secret)
+    return Adapter(transports=[telegram], routes=telegram.install if settings.mode == "webhook" else None,
+                   start=telegram.start, stop=telegram.stop)
+
+
+SPEC = AdapterSpec("telegram", TelegramSettings, build, env=("token", "api_base", "webhook_secret"),
+                   secrets=("token", "webhook_secret"))

@@ -19,12 +19,12 @@ from telegram import (
 from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
-from adapters.base import DeliveryError
 from bot.clock import Clock
+from bot.transport import DeliveryError, LinksConversations
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 
 log = logging.getLogger(__name__)
-CHANNEL = "telegram"
+from adapters.telegram import CHANNEL
 WEBHOOK_PATH = "/telegram/webhook"
 PUBLIC_COMMANDS = {"start": "开始聊天", "help": "帮助"}
 
@@ -41,7 +41,7 @@ def _content_type(message: Message) -> str:
     return "text"
 
 
-class TelegramAdapter:
+class TelegramAdapter(LinksConversations):
     """One bot token; polling or webhook; delivery through the bot with Telegram's own rate limiter."""
 
     channel = CHANNEL

@@ -5,8 +5,6 @@ import json
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -14,24 +12,12 @@ from aiohttp import WSMsgType, web
 
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+from bot.plugin import AdapterStore
+from bot.transport import EventHandler
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 CHANNEL = "webchat"
-
-
-@dataclass(frozen=True)
-class HistoryLine:
-    """One past message of a conversation, as the page shows it."""
-
-    ref: str
-    sender: str
-    text: str
-    at: datetime
-
-
-HistoryLoader = Callable[[ChatType, str], Awaitable[Sequence[HistoryLine]]]
-StaffCheck = Callable[[str], Awaitable[bool]]
 
 
 class WebChat:
@@ -39,11 +25,9 @@ class WebChat:
 
     channel = CHANNEL
 
-    def __init__(self, handle: Callable[[Event], Awaitable[None]], history: HistoryLoader, is_staff: StaffCheck,
-                 clock: Clock, demo_group: str) -> None:
+    def __init__(self, handle: EventHandler, store: AdapterStore, clock: Clock, demo_group: str) -> None:
         self.handle = handle
-        self.history = history
-        self.is_staff = is_staff
+        self.store = store
         self.clock = clock
         self.demo_group = demo_group
         self._sockets: dict[tuple[ChatType, str], set[web.WebSocketResponse]] = defaultdict(set)
@@ -132,7 +116,7 @@ class WebChat:
             return None
         now = self.clock.now()
         if wanted == "guide":
-            if not await self.is_staff(name):
+            if not await self.store.is_staff(CHANNEL, name):
                 await ws.send_json({"type": "error", "text": f"'{name}' is not a configured guide "
                                                              "(see staff in config.yaml)"})
                 return None
@@ -149,7 +133,7 @@ class WebChat:
 
     async def _send_history(self, ws: web.WebSocketResponse, key: tuple[ChatType, str], role: str,
                             name: str) -> None:
-        history = await self.history(*key)
+        history = await self.store.history(CHANNEL, *key)
         await ws.send_json({"type": "joined", "role": role, "name": name, "chat": key[1], "history": [
             {"id": h.ref, "from": h.sender, "text": h.text, "at": h.at.isoformat()} for h in history]})
 

@@ -22,27 +22,35 @@ import defusedxml.ElementTree as SafeXML
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
-from adapters.base import ChannelLimits, DeliveryError, Pending
-from adapters.wecom.api import WeComClient, WeComError
+from adapters.wecom.api import RETRYABLE, WeComClient, WeComError
 from adapters.wecom.crypto import CallbackError, StaleTimestamp, Undecryptable, WeComCrypto
-from bot.ratelimit import TokenBucket
+from adapters.wecom.settings import WeComQuotas
+from bot.channel_rules import local_midnight, quota_blocks, window_refusal
 from bot.clock import Clock
-from bot.config import WeComQuotas
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+from bot.plugin import AdapterStore
+from bot.ratelimit import TokenBucket
+from bot.transport import (
+    ChannelLimits,
+    ConfirmsPending,
+    DeliveryError,
+    Limited,
+    Pending,
+    PendingMessage,
+    PendingState,
+)
 
 log = logging.getLogger(__name__)
-CHANNEL = "wecom"
-KF_CHANNEL = "wecom_kf"
+from adapters.wecom import CHANNEL, KF_CHANNEL
+
 CALLBACK_PATH = "/wecom/callback"
 WELCOME_WINDOW = timedelta(seconds=20)
 KF_WINDOW = timedelta(hours=48)
 KF_MAX_MESSAGES = 5
 KF_CURSOR_KEY = "wecom_kf:cursor"
 
-Remember = Callable[[str, str, str], Awaitable[bool]]            # channel, dedupe key, payload → stored?
-SendCount = Callable[[str, str | None, datetime], Awaitable[int]]  # customer, guide, since → assisted sends
-ValueStore = tuple[Callable[[str], Awaitable[str | None]], Callable[[str, str], Awaitable[None]]]
-WindowLookup = Callable[[str], Awaitable[tuple[datetime | None, int]]]
+KF_LIMITS = ChannelLimits(reply_window=KF_WINDOW, window_messages=KF_MAX_MESSAGES)
+Remember = Callable[[str, str, str], Awaitable[bool]]  # channel, dedupe key, payload → stored?
 
 
 def _fields(xml: str) -> dict[str, str]:
@@ -133,19 +141,18 @@ class WeComCallback:
 
 
 @dataclass
-class WeComAdapter:
+class WeComAdapter(Limited, ConfirmsPending):
     """Customer contact and app messages for one corp."""
 
     client: WeComClient
     agent_id: str
     clock: Clock
-    staff_ids: set[str]
+    store: AdapterStore
+    staff_ids: frozenset[str]
+    zone: ZoneInfo
     kf: "WeComKf | None" = None
     assisted_expiry: timedelta = timedelta(hours=24)
     quotas: WeComQuotas = field(default_factory=WeComQuotas)
-    sends_since: SendCount | None = None
-    members_of: Callable[[str], Awaitable[set[str]]] | None = None  # current members in storage
-    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     channel: str = CHANNEL
     _app_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     _tag_ids: dict[str, str] = field(default_factory=dict)
@@ -163,8 +170,12 @@ class WeComAdapter:
         f = _fields(payload)
         now = self.clock.now()
         kind, event = f.get("MsgType"), f.get("Event", "")
-        if kind == "text":  # a staff member writing to the app (commands)
-            return [Event(EventKind.MESSAGE, CHANNEL, f.get("FromUserName", ""), now, text=f.get("Content", ""),
+        if kind == "text":  # a corp member writing to the app: commands, but only from configured staff
+            sender = f.get("FromUserName", "")
+            if sender not in self.staff_ids:
+                log.warning("wecom: ignoring an app message from a corp member who is not configured staff")
+                return []
+            return [Event(EventKind.MESSAGE, CHANNEL, sender, now, text=f.get("Content", ""),
                           message_id=f.get("MsgId"), sender_role=Role.STAFF)]
         if kind != "event":
             return []
@@ -181,24 +192,34 @@ class WeComAdapter:
         if change in ("add_external_contact", "add_half_external_contact"):
             if f.get("WelcomeCode"):
                 self._welcome[customer] = (f["WelcomeCode"], now)
-            name, tags = customer, ()
-            try:
-                detail = await self.client.call("/externalcontact/get", params={"external_userid": customer})
-                name = detail.get("external_contact", {}).get("name") or customer
-                follow = next((u for u in detail.get("follow_user", []) if u.get("userid") == guide), {})
-                tags = tuple(t.get("tag_name", "") for t in follow.get("tags", []) if t.get("tag_name"))
-            except WeComError as exc:
-                log.warning("wecom: cannot read contact %s: %s", customer, exc)
+            name, tags = await self._contact_detail(customer, guide)
             return [Event(EventKind.CONTACT_ADDED, CHANNEL, customer, now, profile=Profile(
                 name=name, source=f.get("State") or None, tags=tags, guide_id=guide or None))]
         if change in ("del_external_contact", "del_follow_user"):
             return [Event(EventKind.CONTACT_REMOVED, CHANNEL, customer, now)]
+        if change == "edit_external_contact":  # a guide edited the remark or the corp tags
+            return [Event(EventKind.TAG_ADDED, CHANNEL, customer, now, tag=tag)
+                    for tag in await self._tags_of(customer, guide)]
         return []
+
+    async def _contact_detail(self, customer: str, guide: str) -> tuple[str, tuple[str, ...]]:
+        """The contact's name and the corp tags its guide has given it (WeCom's own view)."""
+        try:
+            detail = await self.client.call("/externalcontact/get", params={"external_userid": customer})
+        except WeComError as exc:
+            log.warning("wecom: cannot read contact %s: %s", customer, exc)
+            return customer, ()
+        name = detail.get("external_contact", {}).get("name") or customer
+        follow = next((u for u in detail.get("follow_user", []) if u.get("userid") == guide), {})
+        return name, tuple(t.get("tag_name", "") for t in follow.get("tags", []) if t.get("tag_name"))
+
+    async def _tags_of(self, customer: str, guide: str) -> tuple[str, ...]:
+        return (await self._contact_detail(customer, guide))[1]
 
     async def _chat_change(self, f: dict[str, str], now: datetime) -> list[Event]:
         """Keep group membership in step with WeCom: joins, leaves and dismissal become Events."""
         chat, change = f.get("ChatId", ""), f.get("ChangeType")
-        known = await self.members_of(chat) if self.members_of else set()
+        known = await self.store.group_members(CHANNEL, chat)
         if change == "dismiss":
             return [Event(EventKind.LEFT_GROUP, CHANNEL, member, now, ChatType.GROUP, chat) for member in sorted(known)]
         if change not in ("create", "update"):
@@ -253,7 +274,7 @@ class WeComAdapter:
                 log.info("wecom: welcome code for %s is older than 20 s; not attempted", target)
             return await self._assisted(target, action)
         except WeComError as exc:
-            busy = exc.errcode in (-1, 45009, 45033)  # still busy after the client's own retries
+            busy = exc.errcode in RETRYABLE  # still busy after the client's own retries
             raise DeliveryError(str(exc), permanent=not busy and exc.errcode != 0,
                                 retry_after=60 if busy else None, pause_channel=busy) from None
 
@@ -280,28 +301,21 @@ class WeComAdapter:
             # another app greeted first: recorded, and nothing else to do
             raise DeliveryError("41051: the customer was already welcomed by another app", permanent=True) from None
 
-    async def _check_quotas(self, customer: str, guide: str) -> None:
-        """Wait (never drop) when the platform's own per-customer limits are used up."""
-        if self.sends_since is None:
-            return
-        local = self.clock.now().astimezone(self.zone)
-        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        month_start = day_start.replace(day=1)
-        next_month = (month_start + timedelta(days=32)).replace(day=1)
-        month_cap = self.quotas.mass_per_customer_month or (next_month - month_start).days
-        if await self.sends_since(customer, guide, day_start) >= self.quotas.member_per_customer_day:
-            wait = (day_start + timedelta(days=1) - local).total_seconds()
-            raise DeliveryError(f"WeCom allows {self.quotas.member_per_customer_day} send(s) per member per "
-                                "customer per day", retry_after=wait)
-        if await self.sends_since(customer, None, month_start) >= month_cap:
-            raise DeliveryError(f"WeCom allows {month_cap} mass messages per customer this month",
-                                retry_after=(next_month - local).total_seconds())
+    async def _check_quotas(self, customer: str) -> None:
+        """The backstop for what the policy planned: wait (never drop) when WeCom's quotas are used up."""
+        now = self.clock.now()
+        month_start = local_midnight(now.astimezone(self.zone).date().replace(day=1), self.zone)
+        sent = await self.store.assisted_send_times(CHANNEL, customer, month_start)
+        blocks = quota_blocks(self.limits, sent, now, self.zone)
+        if blocks:
+            until, _, detail = max(blocks)
+            raise DeliveryError(f"WeCom: {detail}", retry_after=(until - now).total_seconds())
 
     async def _assisted(self, customer: str, action: Action) -> Pending:
         guide = action.sender_id if action.sender_id and action.sender_id != "bot" else None
         if guide is None:
             raise DeliveryError(f"no guide to send as for {customer}", permanent=True)
-        await self._check_quotas(customer, guide)
+        await self._check_quotas(customer)
         result = await self.client.call("/externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [customer], "sender": guide,
             "text": {"content": action.text}})
@@ -309,38 +323,41 @@ class WeComAdapter:
                                        f"内容：{action.text[:60]}")
         return Pending(str(result.get("msgid", "")), self.clock.now() + self.assisted_expiry)
 
-    async def check_pending(self, msgid: str | None, customer: str, guide: str | None) -> str:
-        """`sent`, `failed` or `waiting`, from get_groupmsg_send_result."""
-        if not msgid or not guide:
-            return "failed"
+    async def check_pending(self, message: PendingMessage) -> PendingState:
+        """What get_groupmsg_send_result says about one customer's copy of an assisted message."""
+        if not message.platform_ref or not message.sender_id:
+            return PendingState.FAILED
         try:
             data = await self.client.call("/externalcontact/get_groupmsg_send_result",
-                                          {"msgid": msgid, "userid": guide, "limit": 1000})
+                                          {"msgid": message.platform_ref, "userid": message.sender_id,
+                                           "limit": 1000})
         except WeComError as exc:
             raise DeliveryError(str(exc)) from None
         for row in data.get("send_list", []):
-            if row.get("external_userid") == customer:
-                return {1: "sent", 2: "failed", 3: "failed"}.get(int(row.get("status", 0)), "waiting")
-        return "waiting"
+            if row.get("external_userid") == message.chat_id:
+                # 0 not sent yet, 1 sent, 2 not a friend any more, 3 the customer's daily limit
+                return {1: PendingState.SENT, 2: PendingState.FAILED, 3: PendingState.FAILED}.get(
+                    int(row.get("status", 0)), PendingState.WAITING)
+        return PendingState.WAITING
 
 
 @dataclass
-class WeComKf:
+class WeComKf(Limited):
     """微信客服: pull messages with a persisted cursor, answer within the platform's window."""
 
     client: WeComClient
     clock: Clock
-    values: ValueStore
-    window: WindowLookup
+    store: AdapterStore
     channel: str = KF_CHANNEL
 
-    limits = ChannelLimits(reply_window=KF_WINDOW, window_messages=KF_MAX_MESSAGES)
+    @property
+    def limits(self) -> ChannelLimits:
+        return KF_LIMITS
 
     async def pull(self, token: str, open_kfid: str) -> list[Event]:
-        get, put = self.values
         events: list[Event] = []
         while True:
-            cursor = await get(KF_CURSOR_KEY)
+            cursor = await self.store.get_value(KF_CURSOR_KEY)
             body: dict[str, object] = {"limit": 1000, "open_kfid": open_kfid}
             if cursor:
                 body["cursor"] = cursor
@@ -356,7 +373,7 @@ class WeComKf:
                                     text=message.get("text", {}).get("content", ""), message_id=message["msgid"],
                                     profile=Profile(name=names.get(message["external_userid"]))))
             if data.get("next_cursor"):
-                await put(KF_CURSOR_KEY, str(data["next_cursor"]))  # saved per page: a restart resumes here
+                await self.store.set_value(KF_CURSOR_KEY, str(data["next_cursor"]))  # saved per page: a restart resumes here
             if not data.get("has_more"):
                 return events
 
@@ -375,12 +392,10 @@ class WeComKf:
         if action.kind is not ActionKind.SAY:
             return
         open_kfid, _, customer = action.address.chat_id.partition(":")
-        last_in, sent = await self.window(action.address.chat_id)
-        now = self.clock.now()
-        if last_in is None or now - last_in > KF_WINDOW:
-            raise DeliveryError("95018: more than 48 h since the customer's last message", permanent=True)
-        if sent >= KF_MAX_MESSAGES:
-            raise DeliveryError("95018: 5 messages already sent since the customer's last message", permanent=True)
+        last_in, sent = await self.store.delivery_window(KF_CHANNEL, action.address.chat_id)
+        refusal = window_refusal(KF_LIMITS, last_in, sent, self.clock.now())
+        if refusal is not None:  # what 95018 would say, without asking
+            raise DeliveryError(f"{refusal.reason}: {refusal.detail}", permanent=True)
         try:
             await self.client.call("/kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "text",
                                                     "text": {"content": action.text}})

@@ -20,12 +20,12 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import DeliveryError
+from adapters.wecom import AIBOT_CHANNEL as CHANNEL
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile
+from bot.transport import DeliveryError
 
 log = logging.getLogger(__name__)
-CHANNEL = "wecom_aibot"
 DEFAULT_URL = "wss://openws.work.weixin.qq.com"
 WELCOME_WINDOW = timedelta(seconds=5)
 REPLY_WINDOW = timedelta(minutes=5)  # stream replies must finish well inside the platform's limit

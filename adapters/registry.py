@@ -1,0 +1,7 @@
+"""Every platform siyu can run on. Adding one is one line here plus its own package."""
+from __future__ import annotations
+
+from adapters import telegram, webchat, wecom
+from bot.plugin import AdapterSpec
+
+ADAPTERS: tuple[AdapterSpec, ...] = (webchat.SPEC, telegram.SPEC, wecom.SPEC)  # type: ignore[type-arg]

@@ -1,0 +1,54 @@
+"""The storage port adapters get (bot.plugin.AdapterStore), each call one short transaction."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from bot.clock import Clock
+from bot.events import ChatType
+from bot.plugin import HistoryLine
+from storage import repo
+from storage.db import Database
+
+
+class AdapterStorage:
+    """What adapters may remember and look up, and nothing else of storage."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def get_value(self, key: str) -> str | None:
+        async with self.db.session() as session:
+            return await repo.get_value(session, key)
+
+    async def set_value(self, key: str, value: str) -> None:
+        async with self.db.session() as session, session.begin():
+            await repo.set_value(session, key, value, self.clock.now())
+
+    async def remember_inbound(self, channel: str, key: str, payload: str) -> bool:
+        async with self.db.session() as session, session.begin():
+            return await repo.remember_inbound(session, channel, key, payload, self.clock.now())
+
+    async def delivery_window(self, channel: str, chat_id: str) -> tuple[datetime | None, int]:
+        async with self.db.session() as session:
+            return await repo.delivery_window(session, channel, chat_id)
+
+    async def assisted_send_times(self, channel: str, customer: str, since: datetime) -> list[datetime]:
+        async with self.db.session() as session:
+            return await repo.assisted_send_times(session, channel, customer, since)
+
+    async def group_members(self, channel: str, group: str) -> set[str]:
+        async with self.db.session() as session:
+            return await repo.current_members(session, channel, group)
+
+    async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]:
+        async with self.db.session() as session:
+            rows = await repo.conversation(session, channel, chat_type.value, chat_id)
+        return [HistoryLine(ref=str(m.id) if m.direction == "out" else f"in:{m.id}",
+                            sender="bot" if m.sender_role == "bot" else m.sender_id, text=m.text, at=m.created_at)
+                for m in rows]
+
+    async def is_staff(self, channel: str, external_id: str) -> bool:
+        async with self.db.session() as session:
+            return await repo.staff_by_identity(session, channel, external_id) is not None

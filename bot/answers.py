@@ -1,0 +1,59 @@
+"""The FAQ matchers the engine answers with, rebuilt off the event loop when the catalog changes."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+from bot.config import Settings
+from bot.library import ScriptLibrary
+from intents.cascade import Decision, Thresholds, Understanding
+from intents.catalog import Catalog, FaqIntent
+
+
+def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
+    """The FAQ cascade as configured; the LLM tier only when a base_url is set."""
+    faq, llm_settings = settings.faq, settings.llm
+    llm = None
+    if llm_settings.base_url:
+        from intents.llm import LlmClassifier  # the openai client only when an LLM is configured
+
+        llm = LlmClassifier(catalog, llm_settings.base_url, llm_settings.model,
+                            os.environ.get(llm_settings.api_key_env, ""), llm_settings.timeout_seconds)
+    thresholds = Thresholds(faq.fuzzy_answer, faq.semantic_answer, faq.llm_floor, faq.llm_accept)
+    return Understanding(catalog, thresholds, faq.semantic, llm)
+
+
+class Answers:
+    """Decides which FAQ intent a question is; keeps the matchers for the current catalog."""
+
+    def __init__(self, library: ScriptLibrary, settings: Settings) -> None:
+        self.library = library
+        self.settings = settings
+        self._understanding: Understanding | None = None
+        self._version = -1
+
+    @property
+    def understanding(self) -> Understanding:
+        """The current matchers. After an FAQ edit the previous ones keep answering until
+        refresh() has rebuilt them off the event loop."""
+        if self._understanding is None:
+            self._understanding = build_understanding(self.library.catalog, self.settings)
+            self._version = self.library.version
+        return self._understanding
+
+    async def refresh(self) -> None:
+        """Rebuild the matchers after the scripts changed; embedding a catalog is CPU work, so in a thread."""
+        if self._understanding is None or self._version != self.library.version:
+            version = self.library.version
+            self._understanding = await asyncio.to_thread(build_understanding, self.library.catalog, self.settings)
+            self._version = version
+
+    async def decide(self, text: str) -> tuple[FaqIntent | None, Decision]:
+        """The intent to answer with (None: not sure enough), and the cascade's decision."""
+        decision = await self.understanding.decide(text)
+        intent = self.library.catalog.get(decision.intent) if decision.intent else None
+        return intent, decision
+
+    @property
+    def handoff_reply(self) -> str:
+        return self.library.catalog.handoff_reply

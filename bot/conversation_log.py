@@ -1,0 +1,37 @@
+"""Writing a conversation: what came in, and the replies queued in the outbox for delivery."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.events import ChatType, Event
+from storage import repo
+from storage.models import Message
+
+
+def chat_of(event: Event) -> str:
+    """The conversation an event belongs to: the group, or the person in a 1v1 chat."""
+    return (event.chat_id or "") if event.chat_type is ChatType.GROUP else event.sender_id
+
+
+def store_inbound(session: AsyncSession, event: Event, contact_id: int | None, role: str) -> Message:
+    return repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value, chat_id=chat_of(event),
+                            direction="in", sender_role=role, sender_id=event.sender_id, contact_id=contact_id,
+                            text=event.text, created_at=event.at, delivered_at=event.at)
+
+
+def reply(session: AsyncSession, event: Event, text: str, contact_id: int | None, n: int = 0,
+          intent: str | None = None, handoff: bool = False) -> None:
+    """Queue the bot's answer to `event`; keyed on the inbound message so a replay queues nothing new."""
+    key = f"reply:{event.channel}:{event.message_id}:{n}" if event.message_id else None
+    repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value, chat_id=chat_of(event),
+                     direction="out", sender_role="bot", sender_id="bot", contact_id=contact_id, text=text,
+                     idempotency_key=key, intent=intent, handoff=handoff, created_at=event.at)
+
+
+def note_to(session: AsyncSession, channel: str, chat_id: str, contact_id: int | None, text: str,
+            now: datetime) -> None:
+    """Queue a message from the bot to a person in a 1v1 chat (a guide's note)."""
+    repo.add_message(session, channel=channel, chat_type=ChatType.DIRECT.value, chat_id=chat_id, direction="out",
+                     sender_role="bot", sender_id="bot", contact_id=contact_id, text=text, created_at=now)

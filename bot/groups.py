@@ -1,0 +1,59 @@
+"""Customer groups: who is in them, the guard on every message, and answers when asked or very sure."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.answers import Answers
+from bot.config import FaqSettings
+from bot.contacts import ContactLifecycle
+from bot.conversation_log import reply, store_inbound
+from bot.events import Event, EventKind
+from bot.library import ScriptLibrary
+from bot.moderation import GroupModerator
+from storage import repo
+
+
+class GroupConversation:
+    """What the bot does with group traffic: membership, moderation, and restrained answers."""
+
+    def __init__(self, contacts: ContactLifecycle, answers: Answers, library: ScriptLibrary,
+                 faq: FaqSettings) -> None:
+        self.contacts = contacts
+        self.answers = answers
+        self.library = library
+        self.faq = faq
+        self.moderator = GroupModerator()
+
+    async def membership(self, session: AsyncSession, event: Event) -> None:
+        assert event.chat_id is not None
+        group = await repo.group_by_identity(session, event.channel, event.chat_id, event.at)
+        joined = event.kind is EventKind.JOINED_GROUP
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        changed = await repo.set_membership(session, group, event.sender_id, contact.id if contact else None,
+                                            "customer", event.at, present=joined)
+        if joined and changed and contact is not None:
+            await self.contacts.enrol_on(session, contact, "joined_group", event.at)
+
+    async def message(self, session: AsyncSession, event: Event) -> None:
+        assert event.chat_id is not None
+        group = await repo.group_by_identity(session, event.channel, event.chat_id, event.at)
+        contact = await repo.contact_by_identity(session, event.channel, event.sender_id)
+        contact_id = contact.id if contact else None
+        await repo.set_membership(session, group, event.sender_id, contact_id, "customer", event.at, present=True)
+        name = contact.name if contact else event.profile.name or event.sender_id
+        punished = await self.moderator.review(session, self.library.guard, event, group, name)
+        question = store_inbound(session, event, contact_id, "customer")
+        if punished:
+            return
+        quiet = timedelta(seconds=self.faq.staff_quiet_seconds)
+        if await repo.staff_spoke_since(session, event.channel, event.chat_id, event.at - quiet):
+            return  # a person is handling the group right now
+        intent, decision = await self.answers.decide(event.text)
+        if intent is not None and (event.mentions_bot or (
+                intent.in_groups and decision.confidence >= self.faq.group_answer)):
+            reply(session, event, intent.answer, contact_id, intent=intent.id)
+        elif event.mentions_bot:
+            question.handoff = True
+            reply(session, event, self.answers.handoff_reply, contact_id, handoff=True)

@@ -1,0 +1,109 @@
+"""How a platform plugs into siyu: a spec (name, settings model, factory), a narrow context the
+factory builds from, and the parts it returns. The composition root loops over the specs.
+
+Adding a channel touches only its own package plus one line in `adapters/registry.py`.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from bot.clock import Clock
+from bot.events import ChatType, Event
+from bot.transport import EventHandler, Transport
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+S = TypeVar("S", bound=BaseModel)
+Translator = Callable[[str], Awaitable[list[Event]]]  # a stored callback payload → Events
+
+
+@dataclass(frozen=True)
+class HistoryLine:
+    """One past message of a conversation, as a chat page shows it."""
+
+    ref: str
+    sender: str
+    text: str
+    at: datetime
+
+
+class AdapterStore(Protocol):
+    """What adapters may remember and look up; storage stays behind this port."""
+
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def set_value(self, key: str, value: str) -> None: ...
+
+    async def remember_inbound(self, channel: str, key: str, payload: str) -> bool:
+        """Store a callback for the inbox; False when the same one is already stored (a retry)."""
+        ...
+
+    async def delivery_window(self, channel: str, chat_id: str) -> tuple[datetime | None, int]:
+        """(the customer's last message, how many of ours were delivered since)."""
+        ...
+
+    async def assisted_send_times(self, channel: str, customer: str, since: datetime) -> list[datetime]:
+        """When assisted messages to `customer` were handed to the platform since `since`."""
+        ...
+
+    async def group_members(self, channel: str, group: str) -> set[str]: ...
+
+    async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]: ...
+
+    async def is_staff(self, channel: str, external_id: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AdapterContext(Generic[S]):
+    """Everything a factory may use: its own settings and a few engine services, nothing more.
+
+    `handle` applies an event (delivery follows on the serve loop); `handle_now` also delivers what
+    the event made due before returning, for a page that must show replies in order.
+    """
+
+    settings: S
+    handle: EventHandler
+    handle_now: EventHandler
+    clock: Clock
+    store: AdapterStore
+    wake: Callable[[], None]
+    zone: ZoneInfo
+    staff: Mapping[str, frozenset[str]]  # channel → the platform ids of configured staff
+    staff_commands: Mapping[str, str]     # command → description, for platforms with command menus
+
+    def staff_on(self, channel: str) -> frozenset[str]:
+        return self.staff.get(channel, frozenset())
+
+
+@dataclass
+class Adapter:
+    """The running parts of one platform: transports, HTTP routes, inbox translators, lifecycle."""
+
+    transports: Sequence[Transport]
+    routes: Callable[["web.Application"], None] | None = None
+    translators: Mapping[str, Translator] = field(default_factory=dict)
+    start: Callable[[], Awaitable[None]] | None = None
+    stop: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class AdapterSpec(Generic[S]):
+    """A platform as the composition root sees it.
+
+    `name` is its section under `adapters:` in config.yaml and its env prefix (SIYU_<NAME>_<KEY>);
+    `env` lists the keys the environment may set, `secrets` those only the environment may set.
+    `build` returns None when the platform is not configured.
+    """
+
+    name: str
+    settings: type[S]
+    build: Callable[[AdapterContext[S]], Adapter | None]
+    env: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
