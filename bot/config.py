@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from bot.durations import DailyWindow, parse_duration
 from bot.problems import Problem, ScriptError
+from bot.validation import Voice, problems_from
 from bot.yamlsource import YamlDocument, load_yaml
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/siyu.db"
@@ -253,14 +254,12 @@ def load_settings(path: Path, env: dict[str, str] | None = None,
         if env.get(variable):
             data["llm"] = {**(data.get("llm") or {}), key: env[variable]}
     _adapter_env(data, sections, env, path, doc)
+    model = settings_model(sections)
     try:
-        settings = settings_model(sections).model_validate(data)
+        settings = model.model_validate(data)
     except ValidationError as exc:
-        from bot.validation import Voice, problems_from  # the one error-to-line mapping of every operator file
-
         voice = Voice(noun="setting", see="check the spelling against README 'Configuration'")
-        raise ScriptError(problems_from(exc, settings_model(sections), data,
-                                        doc or YamlDocument(str(path), data), voice)) from None
+        raise ScriptError(problems_from(exc, model, data, doc or YamlDocument(str(path), data), voice)) from None
     guide_ids = {s.id for s in settings.staff}
     if settings.default_guide and settings.default_guide not in guide_ids:
         line = doc.line("default_guide") if doc else 1

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from storage.models import Contact
+if TYPE_CHECKING:  # checking scripts needs the field names, not the database
+    from storage.models import Contact
 
 
 @dataclass(frozen=True)

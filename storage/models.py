@@ -205,6 +205,8 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # set just before the platform call: a crash after it leaves the message "in doubt" (see bot/delivery.py)
+    delivery_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivery_error: Mapped[str | None] = mapped_column(Text)  # set when delivery was given up
     platform_ref: Mapped[str | None] = mapped_column(String(191))  # e.g. an assisted send's msgid

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.harness import CONFIG, SCRIPTS
+
+FIXTURES = ("--config", str(CONFIG), "--scripts", str(SCRIPTS))  # test scripts, not the shipped copy
 
 
 def siyu(*args: str, db: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -17,11 +20,11 @@ def siyu(*args: str, db: Path, stdin: str | None = None) -> subprocess.Completed
 
 
 def test_console_chat_as_customer_then_guide(tmp_path: Path) -> None:
-    result = siyu("chat", db=tmp_path / "c.db", stdin="包邮吗\n/as guide\n/why console-customer\n/quit\n")
+    result = siyu("chat", *FIXTURES, db=tmp_path / "c.db", stdin="包邮吗\n/as guide\n/why console-customer\n/quit\n")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "siyu → 顾客: 访客您好～我是山茶集的专属护肤顾问小美 🌸" in out
-    assert "siyu → 顾客: 全国满 99 元包邮" in out
+    assert "siyu → 顾客: 问候：访客您好，我是测试品牌的小美" in out
+    assert "siyu → 顾客: 答·运费：测试订单满 99 元包邮" in out
     assert "（现在是导购）" in out
     assert "siyu → 导购: 访客（#1）最近的触达决策：" in out
 
@@ -68,7 +71,8 @@ def test_simulate_text_shows_transcripts(tmp_path: Path) -> None:
 def test_simulated_customers_never_exceed_the_caps(tmp_path: Path) -> None:
     from datetime import datetime, timedelta
 
-    result = siyu("simulate", "--days", "35", "--customers", "20", "--seed", "3", "--json", db=tmp_path / "u.db")
+    result = siyu("simulate", *FIXTURES, "--days", "35", "--customers", "20", "--seed", "3", "--json",
+                  db=tmp_path / "u.db")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     proactive: dict[int, list[datetime]] = {}
     for r in rows:
@@ -79,7 +83,7 @@ def test_simulated_customers_never_exceed_the_caps(tmp_path: Path) -> None:
         times = [t for t, _ in sends]
         days = [t.date() for t in times]
         assert len(days) == len(set(days)), "at most one proactive touch a day"
-        for (a, _), (b, journey) in zip(sends, sends[1:]):  # config.yaml: occasions may follow after 4 h
+        for (a, _), (b, journey) in zip(sends, sends[1:]):  # tests/data/config.yaml: occasions after 4 h
             assert b - a >= timedelta(hours=4 if journey == "occasions" else 20)
         assert all(sum(1 for u in times if t - timedelta(days=7) < u <= t) <= 4 for t in times)
     reasons = {r["reason"].split(" ")[0] for r in rows if r["kind"] in ("deferred", "dropped") and r["reason"]}

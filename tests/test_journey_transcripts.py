@@ -58,7 +58,8 @@ async def test_engaged_customer_35_days(harness: Harness) -> None:
         "d3 16:25 答·领取：测试见面礼已登记，请发地址",
         "d30 10:15 第30天·敏感肌：林小姐，给您一份测试舒缓清单",
     ]
-    assert harness.texts("lin")[0] == "问候：林小姐您好，我是测试品牌的小美\n感谢您在门店扫码添加我。这是测试问候的第二行。"
+    assert harness.texts("lin")[0] == ("问候：林小姐您好，我是测试品牌的小美\n"
+                                       "感谢您在门店扫码添加我。这是测试问候的第二行。")
     # replied after day 3, so no day-7 nudge
     assert "new_customer.day7_followup" not in await harness.steps_sent("lin")
 

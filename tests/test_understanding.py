@@ -153,7 +153,8 @@ def test_tuning_maximises_correct_answers_with_at_most_five_percent_wrong() -> N
     assert correct > _outcome(scored, Thresholds().fuzzy_answer, Thresholds().semantic_answer)[0]
 
 
-def _scored(expected: str | None, fuzzy: tuple[str, float], semantic: tuple[str, float], times: int = 1) -> list[Scored]:
+def _scored(expected: str | None, fuzzy: tuple[str, float], semantic: tuple[str, float],
+            times: int = 1) -> list[Scored]:
     return [Scored(LabelledQuery(f"q-{expected}-{fuzzy}-{semantic}", expected), [Candidate(*fuzzy)],
                    [Candidate(*semantic)], 0.0)] * times
 

@@ -277,7 +277,8 @@ async def test_kf_cursor_survives_a_restart(db_url: str, start) -> None:  # type
         assert cursors == [None, "2", "3"]  # the second process resumed, nothing read twice
         answers = [b["text"]["content"][:8] for b in fake.called("/kf/send_msg")]
         # each question answered once; the first message made them a customer, so they are greeted once
-        assert sorted(answers) == sorted(["答·运费：测试订", "问候：微信用户1", "答·发货：测试订", "答·打招呼：你好", "答·门店：测试门"])
+        assert sorted(answers) == sorted(["答·运费：测试订", "问候：微信用户1", "答·发货：测试订", "答·打招呼：你好",
+                                          "答·门店：测试门"])
     finally:
         await fake.close()
 
