@@ -1,6 +1,7 @@
 """Measuring the cascade on labelled queries, and choosing thresholds on a development file."""
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -97,10 +98,15 @@ async def evaluate(understanding: Understanding, scored: list[Scored], threshold
     return report(pairs, latencies)
 
 
+def _cut_below(score: float) -> float:
+    """A 4-decimal threshold that still admits `score` (rounding up would leave out the very item it came from)."""
+    return math.floor(score * 10_000) / 10_000
+
+
 def tune(scored: list[Scored], base: Thresholds, max_wrong: float = MAX_WRONG) -> Thresholds:
     """Maximise `correct` subject to `wrong` ≤ max_wrong, over the offline tiers' thresholds."""
-    fuzzy_grid = sorted({round(c.score, 4) for s in scored for c in s.fuzzy[:1]} | {1.01})
-    semantic_grid = sorted({round(c.score, 4) for s in scored for c in s.semantic[:1]} | {1.01})
+    fuzzy_grid = sorted({_cut_below(c.score) for s in scored for c in s.fuzzy[:1]} | {1.01})
+    semantic_grid = sorted({_cut_below(c.score) for s in scored for c in s.semantic[:1]} | {1.01})
     n = len(scored) or 1
     best: tuple[float, float, Thresholds] = (-1.0, 0.0, base)
     for f in fuzzy_grid:

@@ -183,8 +183,6 @@ async def test_tuning_finds_the_known_best_operating_point() -> None:
     assert _brute_force(CONSTRUCTED) == (50, 4)
 
 
-@pytest.mark.xfail(strict=True, reason="intents/evaluate.py tune() rounds its threshold grid to 4 decimals, "
-                   "rounding 0.41237 up to 0.4124, so a cut-off exactly at an item's score can never be chosen")
 def test_tuning_can_cut_exactly_at_a_score_with_many_decimals() -> None:
     items = (_scored("a", ("a", 0.1), ("a", 0.9), times=10) + _scored("a", ("a", 0.1), ("a", 0.41237), times=5)
              + _scored(None, ("b", 0.1), ("b", 0.3), times=5))
