@@ -6,14 +6,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from bot.app import build_web_app
 from storage.models import Contact
-from tests.fakes import FakeQyapi
 from tests.harness import Harness
-from tests.test_wecom import AES_KEY, CORP, GUIDE, STAFF, TOKEN, WeComWorld, add_contact_xml
+from tests.test_wecom import GUIDE, WeComWorld, add_contact_xml, wecom_world
 
 WELCOME = """journey: welcome
 title: 加好友问候
@@ -58,16 +55,8 @@ async def test_guide_tag_starts_the_tag_journey(db_url: str, start: datetime, sc
 
 @pytest.fixture
 async def wecom(db_url: str, start: datetime, scripts: Path) -> AsyncIterator[WeComWorld]:
-    fake = FakeQyapi()
-    api = await fake.start()
-    settings = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
-                "agent_id": "1000002", "api_base": api}
-    h = await Harness.create(db_url, start, scripts, staff=STAFF,
-                             adapters={"webchat": {"enabled": False}, "wecom": settings})
-    async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
-        yield WeComWorld(h, fake, client)
-    await h.close()
-    await fake.close()
+    async with wecom_world(db_url, start, scripts) as world:
+        yield world
 
 
 async def test_a_tag_set_in_wecom_starts_the_tag_journey(wecom: WeComWorld) -> None:

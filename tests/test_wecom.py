@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,19 +58,29 @@ class WeComWorld:
             return int(await session.scalar(select(func.count()).select_from(InboxItem)) or 0)
 
 
-@pytest.fixture
-async def world(db_url: str, start) -> AsyncIterator[WeComWorld]:  # type: ignore[no-untyped-def]
+@contextlib.asynccontextmanager
+async def wecom_world(db_url: str, start: datetime, scripts: Path = SCRIPTS, **overrides: Any
+                      ) -> AsyncIterator[WeComWorld]:
+    """siyu configured for a WeCom corp whose qyapi is a fake server, with its callback served."""
     fake = FakeQyapi()
     api = await fake.start()
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
              "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
+    h = await Harness.create(db_url, start, scripts, staff=STAFF,
+                             adapters={"webchat": {"enabled": False}, "wecom": wecom}, **overrides)
+    try:
+        async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
+            yield WeComWorld(h, fake, client)
+    finally:
+        await h.close()
+        await fake.close()
+
+
+@pytest.fixture
+async def world(db_url: str, start: datetime) -> AsyncIterator[WeComWorld]:
     # guides may bypass siyu's own caps here, so the platform's 5-message rule is what is tested
-    h = await Harness.create(db_url, start, SCRIPTS, staff=STAFF, policy={"guides_may_bypass_caps": True},
-                             adapters={"webchat": {"enabled": False}, "wecom": wecom})
-    async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
-        yield WeComWorld(h, fake, client)
-    await h.close()
-    await fake.close()
+    async with wecom_world(db_url, start, policy={"guides_may_bypass_caps": True}) as world:
+        yield world
 
 
 async def test_url_verification_echoes_the_decrypted_echostr(world: WeComWorld) -> None:
