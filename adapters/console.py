@@ -5,10 +5,12 @@ import asyncio
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TextIO
 
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+from bot.transport import FOREVER, DedupesRepeats
 
 CHANNEL = "console"
 BANNER = """siyu console — 你现在是顾客「{customer}」。直接输入消息聊天。
@@ -17,7 +19,7 @@ BANNER = """siyu console — 你现在是顾客「{customer}」。直接输入�
   /quit         退出"""
 
 
-class ConsoleChat:
+class ConsoleChat(DedupesRepeats):
     """Reads lines from stdin without blocking the event loop; prints what the bot says to either persona."""
 
     channel = CHANNEL
@@ -32,6 +34,10 @@ class ConsoleChat:
         self.customer_name = customer_name
         self.out = out or sys.stdout
         self.persona = "customer"
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """A line printed again would show twice; anything but a message prints nothing."""
+        return None if action.kind is ActionKind.SAY else FOREVER
 
     async def deliver(self, action: Action) -> None:
         if action.kind is not ActionKind.SAY:

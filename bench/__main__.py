@@ -1,11 +1,11 @@
-"""Run benchmarks: `python -m bench` (all) or `python -m bench policy simulate fuzzy`."""
+"""Run benchmarks: `python -m bench` (all) or `python -m bench policy simulate fuzzy kill9`."""
 from __future__ import annotations
 
 import asyncio
 import importlib
 import sys
 
-ALL = ("fuzzy", "policy", "simulate")
+ALL = ("fuzzy", "policy", "simulate", "kill9")
 
 
 def main() -> None:

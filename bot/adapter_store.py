@@ -6,7 +6,8 @@ from datetime import datetime
 
 from bot.clock import Clock
 from bot.events import ChatType
-from bot.plugin import HistoryLine
+from bot.plugin import HistoryLine, LoginResult, StaffIdentity
+from bot.staff_accounts import StaffAccounts
 from storage import repo
 from storage.db import Database
 
@@ -17,6 +18,7 @@ class AdapterStorage:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self.accounts = StaffAccounts(db, clock)
 
     async def get_value(self, key: str) -> str | None:
         async with self.db.session() as session:
@@ -52,3 +54,21 @@ class AdapterStorage:
     async def is_staff(self, channel: str, external_id: str) -> bool:
         async with self.db.session() as session:
             return await repo.staff_by_identity(session, channel, external_id) is not None
+
+    async def keep_value(self, key: str, value: str) -> str:
+        async with self.db.session() as session, session.begin():
+            return await repo.insert_value_if_absent(session, key, value, self.clock.now())
+
+    async def staff_login(self, staff_key: str, password: str, client: str) -> LoginResult:
+        return await self.accounts.login(staff_key, password, client)
+
+    async def staff_password_stamp(self, staff_key: str) -> str | None:
+        return await self.accounts.password_stamp(staff_key)
+
+    async def staff_identity(self, staff_key: str, channel: str) -> StaffIdentity | None:
+        async with self.db.session() as session:
+            rows = await repo.staff_identities(session, staff_key)
+        if not rows:
+            return None
+        here = next((row for row in rows if row.channel == channel), None)
+        return StaffIdentity(staff_key, here.external_id if here else staff_key, rows[0].name)

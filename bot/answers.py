@@ -6,6 +6,7 @@ import os
 
 from bot.config import Settings
 from bot.library import ScriptLibrary
+from bot.metrics import Metrics
 from intents.cascade import Decision, Thresholds, Understanding
 from intents.catalog import Catalog, FaqIntent
 
@@ -23,12 +24,16 @@ def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
     return Understanding(catalog, thresholds, faq.semantic, llm)
 
 
+MATCH_CHARS = 200  # how much of a message the FAQ matchers read
+
+
 class Answers:
     """Decides which FAQ intent a question is; keeps the matchers for the current catalog."""
 
-    def __init__(self, library: ScriptLibrary, settings: Settings) -> None:
+    def __init__(self, library: ScriptLibrary, settings: Settings, metrics: Metrics | None = None) -> None:
         self.library = library
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self._understanding: Understanding | None = None
         self._version = -1
 
@@ -49,8 +54,12 @@ class Answers:
             self._version = version
 
     async def decide(self, text: str) -> tuple[FaqIntent | None, Decision]:
-        """The intent to answer with (None: not sure enough), and the cascade's decision."""
-        decision = await self.understanding.decide(text)
+        """The intent to answer with (None: not sure enough), and the cascade's decision.
+
+        Only the start of a message is matched: an FAQ question is short, and the semantic tier's cost
+        grows with length (seconds at a few thousand characters)."""
+        decision = await self.understanding.decide(text[:MATCH_CHARS])
+        self.metrics.faq_decisions.labels(decision.tier).inc()
         intent = self.library.catalog.get(decision.intent) if decision.intent else None
         return intent, decision
 

@@ -1,5 +1,8 @@
 """`siyu check`: every problem in config.yaml and the scripts, and none that a broken config caused.
 
+Scripts are checked in a killable worker with limits (bot/script_sandbox.py), so a hostile file is a
+problem line and `siyu check` still finishes.
+
 Scripts render with the brand from config.yaml, so a config that does not load must not be replaced
 by defaults: the default brand lacks the operator's keys and every `{{ brand.… }}` would be reported.
 """
@@ -11,14 +14,10 @@ from typing import Any
 from bot.config_loader import load_config
 from bot.library import ScriptLibrary
 from bot.problems import Problem, ScriptError
+from bot.script_files import LenientBrand
 from bot.yamlsource import load_yaml
 
-
-class LenientBrand(dict[str, Any]):
-    """A brand whose missing keys render as placeholders: used when the real brand is unknown."""
-
-    def __missing__(self, key: str) -> str:
-        return f"brand.{key}"
+__all__ = ["LenientBrand", "brand_of_broken_config", "check_everything"]
 
 
 def check_everything(config: Path, scripts: Path) -> list[Problem]:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_SCRIPTS = "scripts"
+STOP_DEADLINE_SECONDS = 9.5  # after SIGTERM the process is gone by then, even if draining hangs
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -24,10 +25,14 @@ def _settings(args: argparse.Namespace) -> Settings:
     from bot.problems import ScriptError
 
     try:
-        return load_config(Path(args.config))
+        settings = load_config(Path(args.config))
     except ScriptError as exc:
         _print_all(exc.problems, sys.stderr)
         raise SystemExit(1) from None
+    from bot.logging_setup import redact_secrets, secrets_of
+
+    redact_secrets(secrets_of(settings))  # from here on no log line shows them
+    return settings
 
 
 def _print_all(lines: Sequence[object], out: TextIO | None = None) -> None:
@@ -74,6 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
 
     from bot.app import App, serve
 
@@ -85,16 +91,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     async def main() -> None:
         await app.start()
         try:
-            await serve(app, host, port)
+            await serve(app, host, port, on_stop=_exit_anyway_after(STOP_DEADLINE_SECONDS))
         finally:
             await app.close()
 
     print(f"siyu: open http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
     try:
         asyncio.run(main())
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C during start-up, before serve handles the signals itself
         pass
+    except Exception:  # through the log, which redacts: a platform error may quote a token
+        logging.getLogger("siyu").exception("siyu serve stopped on an error")
+        return 1
     return 0
+
+
+def _exit_anyway_after(seconds: float) -> Callable[[], None]:
+    """What serve calls on SIGTERM: a last-resort exit in case draining hangs (a stuck thread)."""
+    def arm() -> None:
+        import os
+        import threading
+
+        def leave() -> None:
+            print(f"siyu: could not stop cleanly within {seconds:g}s; exiting now", file=sys.stderr, flush=True)
+            os._exit(1)
+
+        timer = threading.Timer(seconds, leave)
+        timer.daemon = True  # a clean exit does not wait for it
+        timer.start()
+    return arm
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -252,6 +277,48 @@ def cmd_faq(args: argparse.Namespace) -> int:
     return _with_app(args, work)
 
 
+def cmd_staff(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.clock import SystemClock
+    from bot.staff_accounts import (
+        PasswordMismatch,
+        UnknownStaff,
+        WeakPassword,
+        open_accounts,
+        read_new_password,
+        require_known,
+    )
+
+    if args.action == "password" and args.revoke:
+        print("--revoke goes with 'siyu staff token'", file=sys.stderr)
+        return 2
+    if args.action == "token" and args.password_stdin:
+        print("--password-stdin goes with 'siyu staff password'", file=sys.stderr)
+        return 2
+    settings = _settings(args)
+    known = [member.id for member in settings.staff]
+
+    async def main(password: str | None) -> list[str]:
+        async with open_accounts(settings.database_url, known, SystemClock()) as accounts:
+            if password is not None:
+                await accounts.set_password(args.staff_id, password)
+                return [f"password set for {args.staff_id}: log in as 导购 on the web chat page"]
+            if args.revoke:
+                return [f"removed {await accounts.revoke_tokens(args.staff_id)} API token(s) of {args.staff_id}"]
+            token = await accounts.create_token(args.staff_id)
+            return [f"API token for {args.staff_id} (shown only now; siyu keeps only its hash):", token]
+
+    try:
+        require_known(args.staff_id, known)  # before the prompt, not after
+        password = read_new_password(args.password_stdin) if args.action == "password" else None
+        _print_all(asyncio.run(main(password)))
+    except (UnknownStaff, WeakPassword, PasswordMismatch) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -288,12 +355,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siyu", description="Private-domain customer operations bot")
     _file_options(parser, argparse.SUPPRESS)
     parser.add_argument("--version", action=_VersionAction, help="print the installed version and exit")
+    parser.set_defaults(log_format="text", log_pii=False)  # only serve has the options
     sub = parser.add_subparsers(dest="command", required=True,
                                 help="the command to run (each takes --help)")
 
     p = sub.add_parser("serve", parents=[common], help="run the bot with its web chat")
     p.add_argument("--host", default=None, help="listen address (default from config: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default from config: 8080)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="text lines (default) or one JSON object per line: time, level, logger, message")
+    p.add_argument("--log-pii", action="store_true",
+                   help="log customers' phone numbers, e-mail and ID numbers unmasked — for debugging only")
     p.set_defaults(func=cmd_serve)
 
     sub.add_parser("chat", parents=[common], help="chat in the terminal (/as guide to switch)") \
@@ -344,6 +416,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-03-02T00:00:00+08:00", help="virtual start (ISO 8601 with offset)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("staff", parents=[common], help="staff accounts: set a password, create or revoke API tokens")
+    p.add_argument("action", choices=["password", "token"],
+                   help="password: set the staff member's login password; token: create an API token")
+    p.add_argument("staff_id", metavar="STAFF_ID", help="the staff member's id under staff: in config.yaml")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="for password: read it from standard input instead of prompting")
+    p.add_argument("--revoke", action="store_true", help="for token: remove the staff member's API tokens instead")
+    p.set_defaults(func=cmd_staff)
     return parser
 
 
@@ -355,18 +436,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _configure_logging(command: str) -> None:
-    """serve logs what it does; the other commands print their results and log only trouble."""
+def _configure_logging(args: argparse.Namespace) -> None:
+    """serve logs what it does; the other commands print their results and log only trouble.
+
+    Every command's log is redacted: secrets always, customer PII unless `serve --log-pii`.
+    """
     import logging
 
-    logging.basicConfig(level=logging.INFO if command == "serve" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.logging_setup import configure
+
+    configure(logging.INFO if args.command == "serve" else logging.WARNING, args.log_format, pii=args.log_pii)
+    if args.log_pii:
+        logging.getLogger("siyu").warning("--log-pii: customers' phone numbers, e-mail addresses and ID numbers "
+                                          "are logged unmasked; use it only while debugging")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `siyu`: the command's exit status (argparse exits 2 on bad usage)."""
     args = parse_args(argv)
-    _configure_logging(args.command)
+    _configure_logging(args)
     return int(args.func(args) or 0)
 
 

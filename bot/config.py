@@ -145,6 +145,28 @@ class ServerSettings(_Strict):
     public_url: str = "http://127.0.0.1:8080"  # where guides open conversations (links in hand-off notes)
 
 
+class FloodSettings(_Strict):
+    """More than `messages` from one customer within `window` in a 1v1 chat is a flood: every message is
+    stored, the guide is told once, and the bot stays quiet for that customer until it stops."""
+
+    messages: int = Field(20, ge=1)
+    window: str = "1m"
+
+    @field_validator("window")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if not parse_duration(value):
+            raise ValueError("window must be longer than 0 — e.g. 1m")
+        return value
+
+
+class InboundSettings(_Strict):
+    """What every channel's inbound messages go through (bot/inbound.py, bot/flood.py)."""
+
+    max_chars: int = Field(2000, ge=1)  # longer messages are cut here, and the cut is noted
+    flood: FloodSettings = FloodSettings()
+
+
 class NoAdapters(_Strict):
     """Stands in for `adapters:` until the composition root supplies each platform's settings model."""
 
@@ -153,7 +175,7 @@ class Settings(_Strict):
     """Everything in config.yaml, validated."""
 
     brand: dict[str, Any] = Field(default_factory=lambda: {"name": "siyu"})
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = Field(DEFAULT_DATABASE_URL, repr=False)  # may carry a password
     server: ServerSettings = ServerSettings()
     policy: PolicySettings = PolicySettings()
     staff: tuple[StaffMember, ...] = ()
@@ -162,6 +184,7 @@ class Settings(_Strict):
     llm: LlmSettings = LlmSettings()
     adapters: NoAdapters = NoAdapters()  # each adapter brings its own section model; see settings_model()
     scheduler: SchedulerSettings = SchedulerSettings()
+    inbound: InboundSettings = InboundSettings()
     delivery: dict[str, DeliveryRate] = Field(default_factory=dict)  # per channel; default 20/s
 
     def delivery_rate(self, channel: str) -> DeliveryRate:

@@ -4,7 +4,9 @@ The engine's event handlers and the guides' commands both change customers only 
 """
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +16,20 @@ from bot.handoff import HandOff
 from bot.library import ScriptLibrary
 from storage import repo
 from storage.models import Contact
+
+log = logging.getLogger(__name__)
+
+
+def known_timezone(name: str | None) -> str | None:
+    """A platform's timezone for the customer, if it is one we can compute with (else the brand's is used)."""
+    if not name:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("ignoring an unknown timezone from a platform")
+        return None
+    return name
 
 
 class ContactLifecycle:
@@ -34,7 +50,7 @@ class ContactLifecycle:
             contact = Contact(channel=event.channel, external_id=event.sender_id,
                               name=profile.name or event.sender_id, guide_key=self.default_guide,
                               source=profile.source, tags=list(profile.tags), interests=list(profile.interests),
-                              birthday=profile.birthday, timezone=profile.timezone,
+                              birthday=profile.birthday, timezone=known_timezone(profile.timezone),
                               opted_out=False, churned=False, replies=0, added_at=event.at)
             if profile.guide_id:
                 staff = await repo.staff_by_identity(session, event.channel, profile.guide_id)

@@ -1,4 +1,13 @@
-"""The delivery stage of the outbox: hands queued outbound messages to their transports."""
+"""The delivery stage of the outbox: hands queued outbound messages to their transports.
+
+What reaches a platform, and how often: a message is handed over until the platform accepts it or
+refuses it for good. A process that dies *during* the platform call cannot know whether the platform
+took the message. Where the platform drops repeats (`DedupesRepeats`: the web page by message id,
+WeCom by an idempotency key or its duplicate check) the outbox simply hands it over again. Everywhere
+else (Telegram's sendMessage has no idempotency key) it is never repeated: it is recorded as in doubt
+and the customer's guide gets one note to check, so nothing is sent twice and nothing is lost
+silently. `python -m bench kill9` measures this with real SIGKILLs.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,32 +15,61 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import DeliveryRate
+from bot.conversation_log import note_to
 from bot.events import Action, ActionKind, Address, ChatType
+from bot.metrics import Metrics
 from bot.ratelimit import TokenBucket
-from bot.transport import ConfirmsPending, DeliveryError, Pending, PendingMessage, PendingState, Transport
+from bot.transport import (
+    FOREVER,
+    ConfirmsPending,
+    DedupesRepeats,
+    DeliveryError,
+    DeliveryInDoubt,
+    Pending,
+    PendingMessage,
+    PendingState,
+    Transport,
+)
 from storage import repo
 from storage.db import Database
-from storage.models import Message, Touch
+from storage.models import Contact, Message, Touch
 from storage.touch_status import TouchStatus, move
 
 log = logging.getLogger(__name__)
+IN_DOUBT_NOTE = ("【可能未送达】{about}的一条消息在发送途中服务中断，平台可能已经收到，也可能没有。为免重复，"
+                 "siyu 不会自动重发：请在会话中确认，需要时亲手补发。\n内容：{text}")
+NOTE_EXCERPT = 200  # characters of the doubtful message quoted in the note
+
+
+def may_repeat(started: datetime | None, window: timedelta | None, now: datetime) -> bool:
+    """Whether an action whose earlier call began at `started` may be handed over again."""
+    if started is None or window is FOREVER:
+        return True  # never reached the platform, or the platform always drops the repeat
+    return window is not None and now < started + window
 
 
 class Dispatcher:
-    """At-least-once delivery of outbound messages, keyed by message id so transports can dedupe."""
+    """Delivers outbound messages at most once to each platform, repeating only what the platform dedupes.
+
+    `lease` must outlast the slowest platform call: a worker that finds a claim of another worker
+    expired while its call was still running treats that message as in doubt (never as unsent).
+    """
 
     def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport],
                  rates: Callable[[str], DeliveryRate], lease: timedelta = timedelta(seconds=30),
-                 max_attempts: int = 8) -> None:
+                 max_attempts: int = 8, metrics: Metrics | None = None, default_guide: str | None = None) -> None:
         self.db = db
+        self.metrics = metrics or Metrics()
         self.clock = clock
         self.transports = transports  # the app's registry, read live
         self.rates = rates
         self.lease = lease
         self.max_attempts = max_attempts
+        self.default_guide = default_guide  # told about a doubtful message of a customer without a guide
         self._buckets: dict[str, TokenBucket] = {}
         self.paused_until: dict[str, datetime] = {}  # a platform said "slow down"
 
@@ -65,6 +103,16 @@ class Dispatcher:
 
     async def _deliver(self, message: Message) -> int:
         values: dict[str, object]
+        transport = self.transports[message.channel]
+        action = Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type),
+                                                             message.chat_id),
+                        message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
+                        target_ref=message.target_ref, until=message.until, sender_id=message.sender_id)
+        window = transport.repeat_window(action) if isinstance(transport, DedupesRepeats) else None
+        if not may_repeat(message.delivery_started_at, window, self.clock.now()):
+            # the last attempt died during the platform call (or is in it still, past its lease)
+            await self._give_up_in_doubt(message, "the worker stopped during the platform call")
+            return 0
         wait = self._wait_before(message.channel)
         if wait > 0:  # not an attempt: put it back for later, nothing is lost
             values = {"delivery_claimed_until": self.clock.now() + timedelta(seconds=wait),
@@ -72,24 +120,36 @@ class Dispatcher:
             async with self.db.session() as session, session.begin():
                 await session.execute(update(Message).where(Message.id == message.id).values(**values))
             return 0
-        action = Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type),
-                                                             message.chat_id),
-                        message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
-                        target_ref=message.target_ref, until=message.until, sender_id=message.sender_id)
+        started = message.delivery_started_at
+        if window is not FOREVER:
+            # One small committed UPDATE per message, only where the platform would take a repeat: it
+            # is what tells "may have reached the platform" from "never tried" after a crash, and it
+            # renews the claim for the call.
+            now = self.clock.now()
+            started = started or now
+            async with self.db.session() as session, session.begin():
+                ours = await repo.mark_delivery_started(session, message, now, now + self.lease)
+            if not ours:  # our claim ran out during a long batch and another worker has the message
+                return 0
         try:
-            receipt = await self.transports[message.channel].deliver(action)
+            receipt = await transport.deliver(action)
             if isinstance(receipt, Pending):  # a guide must confirm it on the platform; the touch waits for that
                 values = {"platform_ref": receipt.platform_ref, "awaiting_until": receipt.expires_at,
                           "delivery_claimed_until": receipt.expires_at}
             else:
                 values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
+                self.metrics.observe_delivery(message.channel, message.created_at, self.clock.now())
                 # an assisted channel may still deliver directly (a welcome code, an app message)
                 await self._finish_touch(message, TouchStatus.SENT, "delivered")
             sent = 1
         except DeliveryError as exc:
+            if isinstance(exc, DeliveryInDoubt) and not may_repeat(started, window, self.clock.now()):
+                await self._give_up_in_doubt(message, str(exc) or type(exc).__name__)
+                return 0
             sent = 0
             if exc.permanent or message.delivery_attempts >= self.max_attempts:
                 log.error("giving up on message %s to %s: %s", message.id, message.channel, exc)
+                self.metrics.delivery_failures.labels(message.channel, "gave_up").inc()
                 values = {"delivery_claimed_until": None, "delivery_error": str(exc) or type(exc).__name__}
                 await self._finish_touch(message, TouchStatus.DROPPED, "platform_refused")
             else:
@@ -98,10 +158,47 @@ class Dispatcher:
                 if exc.pause_channel:  # the platform throttles the whole channel
                     self.paused_until[message.channel] = retry_at
                 log.warning("delivery of message %s failed (%s); retrying in %.0fs", message.id, exc, backoff)
+                self.metrics.delivery_failures.labels(message.channel, "retry").inc()
                 values = {"delivery_claimed_until": retry_at}
+                if not isinstance(exc, DeliveryInDoubt):
+                    values["delivery_started_at"] = None  # the platform said no: the next call is a first one
         async with self.db.session() as session, session.begin():
             await session.execute(update(Message).where(Message.id == message.id).values(**values))
         return sent
+
+    async def _give_up_in_doubt(self, message: Message, why: str) -> None:
+        """Record a message that may or may not have arrived, never send it again, and tell the guide."""
+        async with self.db.session() as session, session.begin():
+            if not await repo.record_in_doubt(session, message.id, why):
+                return  # delivered or settled meanwhile by the worker whose lease ran out
+            if message.touch_id is not None:  # an assisted send nobody can confirm any more
+                await move(session, Touch.id == message.touch_id, (TouchStatus.AWAITING_GUIDE,), TouchStatus.DROPPED,
+                           reason="delivery_in_doubt")
+            told = await self._tell_guide(session, message)
+        self.metrics.delivery_failures.labels(message.channel, "in_doubt").inc()
+        log.warning("message %s to %s is in doubt (%s): not sent again; %s", message.id, message.channel, why,
+                    "the guide is told" if told else "no guide to tell")
+
+    async def _tell_guide(self, session: AsyncSession, message: Message) -> bool:
+        """Queue one note about a doubtful message to the customer's guide, on the customer's channel
+        when the guide is there."""
+        contact = await session.get(Contact, message.contact_id) if message.contact_id is not None else None
+        key = (contact.guide_key if contact is not None else None) or self.default_guide
+        identities = list(await repo.staff_identities(session, key)) if key else []
+        if not identities:
+            return False
+        channel = contact.channel if contact is not None else message.channel
+        target = next((s for s in identities if s.channel == channel), identities[0])
+        if contact is None:
+            about = f"发往 {message.channel} 会话 {message.chat_id} "
+        elif (message.channel, message.chat_id) == (contact.channel, contact.external_id):
+            about = f"发给 {contact.name}（#{contact.id}，{contact.channel}）"
+        else:
+            about = f"关于 {contact.name}（#{contact.id}）发给 {message.chat_id} "
+        text = message.text if len(message.text) <= NOTE_EXCERPT else message.text[:NOTE_EXCERPT] + "…"
+        note_to(session, target.channel, target.external_id, message.contact_id,
+                IN_DOUBT_NOTE.format(about=about, text=text), self.clock.now())
+        return True
 
     async def _finish_touch(self, message: Message, status: TouchStatus, reason: str) -> None:
         """Settle the touch of a message that waited for a guide; other touches are already final."""

@@ -1,4 +1,4 @@
-"""A customer's 1v1 message: remembered, then opt-out, hand-off or an FAQ answer."""
+"""A customer's 1v1 message: remembered, then opt-out, flood control, hand-off or an FAQ answer."""
 from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -8,6 +8,7 @@ from bot.commands import is_staff_command
 from bot.contacts import ContactLifecycle
 from bot.conversation_log import reply, store_inbound
 from bot.events import Event
+from bot.flood import FloodWatch
 from bot.handoff import HandOff
 from intents.normalize import normalize
 
@@ -19,10 +20,11 @@ class DirectConversation:
     """What the bot does with a customer's message in a 1v1 chat."""
 
     def __init__(self, contacts: ContactLifecycle, handoff: HandOff, answers: Answers,
-                 opt_out_words: tuple[str, ...]) -> None:
+                 opt_out_words: tuple[str, ...], flood: FloodWatch | None = None) -> None:
         self.contacts = contacts
         self.handoff = handoff
         self.answers = answers
+        self.flood = flood
         self._opt_out_words = {normalize(w) for w in opt_out_words}
 
     async def message(self, session: AsyncSession, event: Event) -> None:
@@ -35,12 +37,16 @@ class DirectConversation:
                 reply(session, event, OPT_OUT_CONFIRMATION, contact.id)
             return
         await self.contacts.exit(session, contact, "replied", event.at)
+        if self.flood is not None and await self.flood.flooding(session, contact, event):
+            return  # stored above; the guide was told when the flood began
         if is_staff_command(event.text):
             reply(session, event, STAFF_ONLY, contact.id)
             return
         if self.handoff.active(contact, event.at):
             await self.handoff.pass_on(session, contact, event.text, event.at)
             return
+        # FAQ questions are short, and embedding cost grows with length (seconds for 2,000 characters,
+        # while this transaction holds the database): the matchers read the beginning only
         intent, _ = await self.answers.decide(event.text)
         if intent is not None:
             reply(session, event, intent.answer, contact.id, intent=intent.id)

@@ -11,6 +11,7 @@ from bot.contacts import ContactLifecycle
 from bot.conversation_log import reply, store_inbound
 from bot.events import Event, EventKind
 from bot.library import ScriptLibrary
+from bot.metrics import Metrics
 from bot.moderation import GroupModerator
 from storage import repo
 
@@ -19,12 +20,12 @@ class GroupConversation:
     """What the bot does with group traffic: membership, moderation, and restrained answers."""
 
     def __init__(self, contacts: ContactLifecycle, answers: Answers, library: ScriptLibrary,
-                 faq: FaqSettings) -> None:
+                 faq: FaqSettings, metrics: Metrics | None = None) -> None:
         self.contacts = contacts
         self.answers = answers
         self.library = library
         self.faq = faq
-        self.moderator = GroupModerator()
+        self.moderator = GroupModerator(metrics)
 
     async def membership(self, session: AsyncSession, event: Event) -> None:
         assert event.chat_id is not None

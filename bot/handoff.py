@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.conversation_log import note_to
+from bot.metrics import Metrics
 from storage import repo
 from storage.models import Contact
 
@@ -18,10 +19,12 @@ ConversationLink = Callable[[str, str], str]  # channel, chat id → where a gui
 class HandOff:
     """Takes a chat from the bot to the customer's guide and back; the bot stays quiet meanwhile."""
 
-    def __init__(self, default_guide: str | None, timeout: timedelta, conversation_link: ConversationLink) -> None:
+    def __init__(self, default_guide: str | None, timeout: timedelta, conversation_link: ConversationLink,
+                 metrics: Metrics | None = None) -> None:
         self.default_guide = default_guide
         self.timeout = timeout
         self.conversation_link = conversation_link
+        self.metrics = metrics or Metrics()
 
     @staticmethod
     def active(contact: Contact, now: datetime) -> bool:
@@ -39,6 +42,7 @@ class HandOff:
     async def hand_over(self, session: AsyncSession, contact: Contact, question: str, now: datetime) -> None:
         """The bot cannot answer: a person takes the chat, and the guide gets the question and a link."""
         self.take_over(contact, now)
+        self.metrics.handoffs.labels(contact.channel).inc()
         link = self.conversation_link(contact.channel, contact.external_id)
         await self.notify_guide(session, contact, f"【转人工】{contact.name}（#{contact.id}，{contact.channel}）问："
                                                   f"{question}\n会话：{link}\n处理完请发 /release {contact.id}", now)

@@ -32,6 +32,18 @@ CONDITION_SCHEMA = ConditionSchema(
 SAMPLE_GUIDE = {"name": "小美", "id": "xiaomei"}
 
 
+def _sample_replied_since(step_id: str) -> bool:
+    return False
+
+
+def _sample_has_tag(tag: str) -> bool:
+    return tag in SAMPLE_CUSTOMER["tags"]
+
+
+# the condition functions as `siyu check` calls them: the scheduler's take the same arguments
+SAMPLE_FUNCTIONS = {"replied_since": _sample_replied_since, "has_tag": _sample_has_tag}
+
+
 @dataclass(frozen=True)
 class Trigger:
     """What enrols a customer: `contact_added`, `manual`, `joined_group` or `tag_added:<tag>`."""
@@ -107,6 +119,7 @@ class Step:
     say_line: int = 0  # where `say` text starts in the YAML file
     expire: timedelta | None = None
     tag: str | None = None  # added to the customer when the step is sent (and written to the platform)
+    when_line: int = 0  # where `when` is written in the YAML file
 
     def text_line(self, variant: Variant | None) -> int:
         return variant.line if variant is not None else self.say_line
@@ -181,7 +194,7 @@ def _template(value: Any) -> Template:
     try:
         return compile_template(value)
     except TemplateProblem as exc:
-        raise Mistake(f"{exc} — check {{{{ }}}} and {{% %}} pairs", text_line=exc.line) from None
+        raise Mistake(f"{exc} — {exc.fix or 'check {{ }} and {% %} pairs'}", text_line=exc.line) from None
 
 
 def _exit_reason(value: Any) -> str:
@@ -298,9 +311,12 @@ class StepFile(FileModel):
         if value is None or not str(value).strip():
             raise Mistake("has an empty 'when' — write a condition or remove the key")
         try:
-            return Condition(str(value), CONDITION_SCHEMA)
+            condition = Condition(str(value), CONDITION_SCHEMA)
+            # every part once, on the sample customer: what would raise at send time fails here instead
+            condition.check_on({"customer": SAMPLE_CUSTOMER}, SAMPLE_FUNCTIONS)
         except ConditionError as exc:
             raise Mistake(f"when: {exc} — see README 'Conditions'") from None
+        return condition
 
     @field_validator("tag", mode="before")
     @classmethod
@@ -331,7 +347,7 @@ class StepFile(FileModel):
                          for arm, body in (self.variants or {}).items())
         return Step(self.id, doc.line(*key), self.at, self.on, (self.time or time(10, 0)) if self.on else None,
                     tuple(d.festival() for d in self.dates or ()), self.say, variants, self.window, self.when,
-                    self.reply, doc.text_line(*key, "say"), self.expire, self.tag)
+                    self.reply, doc.text_line(*key, "say"), self.expire, self.tag, doc.line(*key, "when"))
 
 
 class JourneyFile(FileModel):
@@ -373,9 +389,14 @@ class JourneyFile(FileModel):
     def cross_checks(cls, raw: Mapping[str, Any], context: Any) -> list[Mistake]:
         steps = raw.get("steps")
         ids = [s.get("id") if isinstance(s, Mapping) else None for s in steps] if isinstance(steps, list) else []
-        return [Mistake("is used twice — step ids must be unique", at=("steps", index, "id"))
-                for index, step_id in enumerate(ids)
-                if isinstance(step_id, str) and step_id in ids[:index]]
+        seen: set[str] = set()  # a set, not a scan of the ids before: a huge file must not take quadratic time
+        mistakes = []
+        for index, step_id in enumerate(ids):
+            if isinstance(step_id, str):
+                if step_id in seen:
+                    mistakes.append(Mistake("is used twice — step ids must be unique", at=("steps", index, "id")))
+                seen.add(step_id)
+        return mistakes
 
     def journey_in(self, doc: YamlDocument) -> Journey:
         steps = tuple(step.step(("steps", index), doc) for index, step in enumerate(self.steps))
@@ -408,8 +429,8 @@ def _sample_renders(raw: Mapping[str, Any], brand: Mapping[str, Any]) -> Iterato
         try:
             render(template, context)
         except TemplateProblem as exc:
-            yield Mistake(f"{exc} — available: customer, guide, brand (and festival on occasion steps)",
-                          at=at, text_line=exc.line)
+            fix = exc.fix or "available: customer, guide, brand (and festival on occasion steps)"
+            yield Mistake(f"{exc} — {fix}", at=at, text_line=exc.line)
 
 
 def _step_name(raw: Any, index: int) -> str:

@@ -1,25 +1,30 @@
-"""The operator's scripts, loaded and validated; a broken file never replaces a good one."""
+"""The operator's scripts, loaded and validated; a broken file never replaces a good one.
+
+Operator files are untrusted input: each changed file is checked in a killable worker process with
+limits (bot/script_sandbox.py) before anything is built from it here. A file that breaks a limit is a
+problem line like any other mistake, and the last good version keeps running.
+"""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.guard import GuardRules, parse_guard
-from bot.journey import Journey, parse_journey
+from bot.guard import GuardRules
+from bot.journey import Journey
 from bot.problems import Problem
-from bot.validation import Loc, Voice, validate
-from bot.yamlsource import YamlDocument, load_yaml
-from intents.catalog import INTENT_ID, Catalog, FaqFile
+from bot.script_files import kind_of, parse_faq, parse_script
+from bot.script_sandbox import FileJob, FileVerdict, ScriptLimits, check_files
+from intents.catalog import Catalog
+
+__all__ = ["ScriptLibrary", "parse_faq"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Loaded:
-    mtime: float
     journey: Journey | None = None
     catalog: Catalog | None = None
     guard: GuardRules | None = None
@@ -31,7 +36,9 @@ class ScriptLibrary:
 
     root: Path
     brand: dict[str, Any]
+    limits: ScriptLimits = field(default_factory=ScriptLimits)
     _files: dict[Path, _Loaded] = field(default_factory=dict)
+    _checked: dict[Path, float] = field(default_factory=dict)  # mtime at the last check, good or broken
     problems: list[Problem] = field(default_factory=list)
     version: int = 0
 
@@ -61,7 +68,10 @@ class ScriptLibrary:
         return journeys + [path for path in singles if path.exists()]
 
     def reload(self, force: bool = False) -> list[Problem]:
-        """Re-read changed files. Returns the problems of this pass; good files replace old ones."""
+        """Re-read changed files. Returns the problems of this pass; good files replace old ones.
+
+        Blocks its thread while the worker checks (`siyu serve` calls it through asyncio.to_thread).
+        """
         problems: list[Problem] = []
         changed = False
         if not self.root.is_dir():
@@ -70,18 +80,26 @@ class ScriptLibrary:
         for gone in set(self._files) - set(sources):
             del self._files[gone]
             changed = True
+        self._checked = {path: mtime for path, mtime in self._checked.items() if path in sources}
+        due: list[tuple[Path, float]] = []
         for path in sources:
-            mtime = path.stat().st_mtime
-            previous = self._files.get(path)
-            if previous and previous.mtime == mtime and not force:
-                continue
-            loaded, file_problems = self._load(path, mtime)
+            try:
+                mtime = path.stat().st_mtime
+            except OSError:
+                mtime = -1.0  # vanished or unreadable since the listing: the worker reports it
+            if self._checked.get(path) == mtime and not force:
+                continue  # a broken file is reported once per edit, not rechecked every pass
+            due.append((path, mtime))
+        verdicts = check_files([FileJob(path, self._display(path), kind_of(path)) for path, _ in due],
+                               self.brand, self.limits) if due else []
+        for (path, mtime), verdict in zip(due, verdicts):
+            loaded, file_problems = self._adopt(path, verdict)
             problems += file_problems
+            self._checked[path] = mtime
             if loaded is not None:
                 self._files[path] = loaded
                 changed = True
-            elif previous is not None:
-                previous.mtime = mtime  # report once per edit, keep serving the old version
+            elif path in self._files:  # keep serving the old version
                 log.error("%s is broken; still running its last good version", self._display(path))
         problems += self._cross_file_problems()
         if changed:
@@ -89,23 +107,19 @@ class ScriptLibrary:
         self.problems = problems
         return problems
 
-    def _load(self, path: Path, mtime: float) -> tuple[_Loaded | None, list[Problem]]:
-        doc, problems = load_yaml(path, self._display(path))
-        if doc is None:
+    def _adopt(self, path: Path, verdict: FileVerdict) -> tuple[_Loaded | None, list[Problem]]:
+        """Build what the worker passed; no trial render here, the worker has done it (see script_sandbox)."""
+        if verdict.problems or verdict.doc is None:
+            return None, verdict.problems or [Problem(self._display(path), 1, "could not be checked — try again")]
+        try:
+            parsed, problems = parse_script(kind_of(path), verdict.doc, None)
+        except Exception as exc:  # noqa: BLE001 — not expected after the worker passed it; never take the bot down
+            log.error("building %s failed after it was checked (%s)", self._display(path), type(exc).__name__)
+            return None, [Problem(self._display(path), 1, f"could not be loaded ({type(exc).__name__}) — "
+                                                          "report this to the developers")]
+        if problems or parsed is None:
             return None, problems
-        loaded: _Loaded | None
-        if path.name == "faq.yaml":
-            catalog, more = parse_faq(doc)
-            loaded = _Loaded(mtime, catalog=catalog) if catalog is not None else None
-        elif path.name == "guard.yaml":
-            guard, more = parse_guard(doc)
-            loaded = _Loaded(mtime, guard=guard) if guard is not None else None
-        else:
-            journey, more = parse_journey(doc, self.brand)
-            loaded = _Loaded(mtime, journey=journey) if journey is not None else None
-        # a repeated key is a problem of its own; the rest of the file is still checked
-        problems = sorted(dict.fromkeys(problems + more), key=lambda p: p.line)
-        return (None, problems) if problems else (loaded, [])
+        return _Loaded(journey=parsed.journey, catalog=parsed.catalog, guard=parsed.guard), []
 
     def _cross_file_problems(self) -> list[Problem]:
         owners: dict[str, str] = {}
@@ -119,21 +133,3 @@ class ScriptLibrary:
                                         f"used by {other} — journey ids must be unique"))
             owners[loaded.journey.id] = self._display(path)
         return problems
-
-
-def parse_faq(doc: YamlDocument) -> tuple[Catalog | None, list[Problem]]:
-    """Validate faq.yaml; every problem names its line."""
-    raw = doc.data
-
-    def subject(loc: Loc) -> str:
-        if len(loc) >= 2 and loc[0] == "intents" and isinstance(loc[1], int):
-            intents = raw.get("intents") if isinstance(raw, Mapping) else None
-            intent = intents[loc[1]] if isinstance(intents, list) and loc[1] < len(intents) else None
-            intent_id = intent.get("id") if isinstance(intent, Mapping) else None
-            return (f"intent '{intent_id}'" if isinstance(intent_id, str) and INTENT_ID.match(intent_id)
-                    else f"intent {loc[1] + 1}")
-        return ""  # generated messages name top-level keys themselves: "intents must be a list"
-
-    voice = Voice(subject=subject, subject_names_key=False, colon=False, see="see README 'Writing an FAQ entry'")
-    faq, problems = validate(FaqFile, raw, doc, voice)
-    return (faq.catalog() if faq is not None else None), problems

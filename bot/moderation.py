@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.events import ActionKind, ChatType, Event
 from bot.guard import Finding, GuardRules, RecentMessage
+from bot.metrics import Metrics
 from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.models import GuardEvent, Group
@@ -17,6 +18,9 @@ log = logging.getLogger(__name__)
 
 class GroupModerator:
     """Decides and records punishments inside the engine's transaction; the outbox carries them out."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
 
     async def review(self, session: AsyncSession, rules: GuardRules, event: Event, group: Group,
                      member_name: str) -> bool:
@@ -48,6 +52,8 @@ class GroupModerator:
                                message_ref=event.message_id, rule=",".join(f.rule for f in findings),
                                strike=strike, action=action, reason=reason, excerpt=event.text[:200], at=now))
         log.info("guard: %s in %s — %s (strike %d → %s)", event.sender_id, group.external_id, reason, strike, action)
+        for finding in findings:
+            self.metrics.guard_actions.labels(finding.rule, action).inc()
         return True
 
     def _queue(self, session: AsyncSession, rules: GuardRules, event: Event, group: Group, member_name: str,

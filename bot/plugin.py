@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,23 @@ class HistoryLine:
     at: datetime
 
 
+class LoginResult(StrEnum):
+    """What a staff login attempt came to."""
+
+    OK = "ok"
+    WRONG = "wrong"          # unknown staff id or wrong password (never says which)
+    THROTTLED = "throttled"  # too many failures lately for this staff id or this client address
+
+
+@dataclass(frozen=True)
+class StaffIdentity:
+    """A staff member as one channel knows them: config id, platform id there, display name."""
+
+    key: str
+    platform_id: str
+    name: str
+
+
 class AdapterStore(Protocol):
     """What adapters may remember and look up; storage stays behind this port."""
 
@@ -58,6 +76,23 @@ class AdapterStore(Protocol):
     async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]: ...
 
     async def is_staff(self, channel: str, external_id: str) -> bool: ...
+
+    async def keep_value(self, key: str, value: str) -> str:
+        """Store `value` unless `key` already holds one; the stored value either way (first writer wins)."""
+        ...
+
+    async def staff_login(self, staff_key: str, password: str, client: str) -> LoginResult:
+        """Check a staff password against its stored hash; failures are throttled per staff id and per client."""
+        ...
+
+    async def staff_password_stamp(self, staff_key: str) -> str | None:
+        """A short fingerprint of the stored password hash (None without one): sessions carry it, so
+        setting a new password ends the old sessions."""
+        ...
+
+    async def staff_identity(self, staff_key: str, channel: str) -> StaffIdentity | None:
+        """The staff member's id on `channel` (their config id when they have none there); None if unknown."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
+from bot.conditions import ConditionError
 from bot.config import Settings
+from bot.conversation_log import note_to
 from bot.enrolment import JourneyRunner
 from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
 from bot.journey import Journey, Step
 from bot.library import ScriptLibrary
+from bot.metrics import Metrics
 from bot.policy import PolicyDecision, Rules, TouchPolicy, TouchRequest, Verdict
 from bot.transport import ChannelLimits
 from bot.templates import TemplateProblem, render
@@ -62,8 +67,10 @@ class Scheduler:
 
     def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, clock: Clock,
                  runner: JourneyRunner, worker_id: str,
-                 limits_for: Callable[[str], ChannelLimits | None] = lambda channel: None) -> None:
+                 limits_for: Callable[[str], ChannelLimits | None] = lambda channel: None,
+                 metrics: Metrics | None = None) -> None:
         self.limits_for = limits_for  # what each channel allows, as its adapter declares it
+        self.metrics = metrics or Metrics()
         self.db = db
         self.library = library
         self.settings = settings
@@ -73,6 +80,7 @@ class Scheduler:
         self.policy = TouchPolicy()
         self._rules: dict[str, Rules] = {}
         self.lease = timedelta(seconds=settings.scheduler.lease_seconds)
+        self._told: set[tuple[str, str, str, int]] = set()  # (guide, journey, step, scripts version) told
 
     async def run_due(self) -> list[TouchOutcome]:
         """Claim and process every touch due now, batch after batch, until none is left."""
@@ -91,8 +99,17 @@ class Scheduler:
                 except LostClaim:
                     log.warning("touch %s was taken over by another worker", touch_id)
                     continue
+                except Exception as exc:
+                    if _ends_the_pass(exc):
+                        raise
+                    # one touch's failure must not stop everyone else's: its transaction rolled back, its
+                    # claim expires and it is tried again, until MAX_CLAIMS drops it (no PII in this line)
+                    log.error("touch %s failed with %s at %s; it is retried once its claim expires",
+                              touch_id, type(exc).__name__, _where(exc))
+                    continue
                 if outcome is not None:
                     outcomes.append(outcome)
+                    self.metrics.touches.labels(outcome.decision, outcome.reason).inc()  # committed
             if len(ids) < self.settings.scheduler.batch:
                 return outcomes  # a short batch means nothing else was due
 
@@ -106,6 +123,7 @@ class Scheduler:
         touch, contact, enrolment = row
         if touch.claimed_by != self.worker_id or touch.status != TouchStatus.CLAIMED:
             return None
+        self.metrics.observe_lag(touch.due_at, now)
         journey = self.library.journeys.get(touch.journey_id)
         step = journey.step(touch.step_id) if journey else None
 
@@ -120,7 +138,12 @@ class Scheduler:
                                       f"journey ended ({enrolment.exit_reason})", now)
         if step.when is not None and touch.triggered_by is None:
             functions = await self._condition_functions(session, contact, enrolment, journey)
-            if not step.when.evaluate({"customer": customer_view(contact, now)}, functions):
+            try:
+                passed = step.when.evaluate({"customer": customer_view(contact, now)}, functions)
+            except ConditionError as exc:
+                return await self._script_error(session, touch, contact, enrolment, journey, step,
+                                                step.when_line or step.line, f"when: {exc}", now)
+            if not passed:
                 outcome = await self._finish(session, touch, TouchStatus.SKIPPED, "condition_false",
                                              f"when: {step.when.source}", now)
                 await self._after(session, touch, contact, enrolment, journey, step, now)
@@ -174,7 +197,8 @@ class Scheduler:
         try:
             text = render(step.template_for(variant), self._render_context(contact, touch, now))
         except TemplateProblem as exc:
-            return await self._finish(session, touch, TouchStatus.DROPPED, "render_error", str(exc), now)
+            return await self._script_error(session, touch, contact, enrolment, journey, step,
+                                            step.text_line(variant) + exc.line - 1, str(exc), now)
         guide_key = contact.guide_key or self.settings.default_guide
         guide = self.settings.guide(guide_key)
         sender = guide.identities.get(contact.channel, "bot") if guide else "bot"
@@ -223,6 +247,37 @@ class Scheduler:
         repo.log_decision(session, touch, status, reason, detail, now)
         return TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, status, reason, now)
 
+    async def _script_error(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
+                            journey: Journey, step: Step, line: int, problem: str, now: datetime) -> TouchOutcome:
+        """A condition or text that fails for this customer: drop only this touch, tell the guide once.
+
+        The journey goes on (the next steps, next year's occasion), as after a false condition.
+        """
+        where = f"{journey.path}:{line}"
+        outcome = await self._finish(session, touch, TouchStatus.DROPPED, "script_error", f"{where}: {problem}", now)
+        await self._after(session, touch, contact, enrolment, journey, step, now)
+        log.error("%s: step '%s' failed for contact %s, touch dropped (script_error) — fix the script and run "
+                  "siyu check", where, step.id, contact.id)
+        await self._tell_guide(session, contact, journey, step, where, now)
+        return outcome
+
+    async def _tell_guide(self, session: AsyncSession, contact: Contact, journey: Journey, step: Step, where: str,
+                          now: datetime) -> None:
+        """One note per guide and broken step (per scripts version), like a hand-off note: not one per customer."""
+        key = contact.guide_key or self.settings.default_guide
+        told = (key or "", journey.id, step.id, self.library.version)
+        if key is None or told in self._told:
+            return
+        identities = list(await repo.staff_identities(session, key))
+        if not identities:
+            log.warning("no guide to tell about the script error for contact %s", contact.id)
+            return
+        self._told.add(told)
+        target = next((s for s in identities if s.channel == contact.channel), identities[0])
+        note_to(session, target.channel, target.external_id, contact.id,
+                f"【话术出错】「{journey.title}」的步骤 {step.id} 出错，发给 {contact.name}（#{contact.id}）的这条消息"
+                f"已取消，其他顾客照常发送。请运营修改 {where} 后运行 siyu check；同一步骤不再逐条提醒。", now)
+
     async def _after(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                      journey: Journey, step: Step, now: datetime) -> None:
         """Yearly steps schedule their next occurrence; a journey with nothing left completes."""
@@ -265,3 +320,28 @@ class Scheduler:
         if touch.occasion:
             context["festival"] = {"name": touch.occasion, "date": touch.due_at.date()}
         return context
+
+
+def _ends_the_pass(exc: Exception) -> bool:
+    """Failures of the process or the database, not of one touch: every other touch would fail the same way.
+
+    They end the pass (the serve loop logs it and tries again); claims taken so far expire and are taken over.
+    """
+    if isinstance(exc, (OSError, MemoryError, OperationalError, InterfaceError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+_PROJECT = str(Path(__file__).resolve().parent.parent)
+
+
+def _where(exc: BaseException) -> str:
+    """`file:line` of our deepest frame the exception passed: enough to find the bug, without its values."""
+    where = "?"
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if (filename.startswith(_PROJECT) and "site-packages" not in filename) or where == "?":
+            where = f"{filename.removeprefix(_PROJECT + '/')}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where

@@ -70,15 +70,21 @@ class DeliveryError(Exception):
         self.pause_channel = pause_channel
 
 
+class DeliveryInDoubt(DeliveryError):
+    """The request may have reached the platform, but no answer came (a timeout or a connection lost
+    after sending): not a refusal. The dispatcher repeats it only where the platform drops repeats
+    (`DedupesRepeats`); anything else is recorded as in doubt and never sent twice."""
+
+
 class Transport(Protocol):
     """What the engine needs from an adapter: a channel name and a way to deliver an Action."""
 
     channel: str
 
     async def deliver(self, action: Action) -> Pending | None:
-        """Hand one action to the platform; raise DeliveryError on failure; return Pending when a
-        person must confirm it. Must tolerate a repeat of the same `action.ref` (after a crash the
-        outbox may deliver it again)."""
+        """Hand one action to the platform; raise DeliveryError on failure (DeliveryInDoubt when it may
+        have arrived anyway); return Pending when a person must confirm it. The outbox repeats an action
+        after a crash only where the transport declares `DedupesRepeats` for it."""
         ...
 
 
@@ -102,3 +108,20 @@ class LinksConversations(Protocol):
     """A transport whose platform has its own link to open a conversation."""
 
     def conversation_link(self, chat_id: str) -> str: ...
+
+
+FOREVER = timedelta.max  # a repeat window with no end: the platform never takes the same action twice
+
+
+@runtime_checkable
+class DedupesRepeats(Protocol):
+    """A transport whose platform drops a repeat of an action it already took — it dedupes on the
+    message id (`action.ref`), or honours an idempotency key derived from it — so the outbox may hand
+    that action over again after a crash. Actions it does not cover are never repeated once a call
+    may have reached the platform: they are recorded as in doubt and the guide is told."""
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """How long after the first attempt a repeat of `action` is still dropped by the platform:
+        FOREVER when it always is (also for an action that changes nothing there), None when the
+        platform would deliver the repeat."""
+        ...

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,8 +37,12 @@ class Catalog:
     intents: tuple[FaqIntent, ...]
     handoff_reply: str = "这个问题我请导购来为您解答，请稍等～"
 
+    @cached_property
+    def _by_id(self) -> dict[str, FaqIntent]:
+        return {i.id: i for i in self.intents}
+
     def get(self, intent_id: str) -> FaqIntent | None:
-        return next((i for i in self.intents if i.id == intent_id), None)
+        return self._by_id.get(intent_id)
 
 
 def _text(what: str) -> Any:
@@ -90,9 +95,14 @@ class FaqFile(BaseModel):
     def _unique_ids(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> list[IntentFile]:
         """Repeated ids are reported together with every other problem of the intents, not after them."""
         ids = [i.get("id") if isinstance(i, dict) else None for i in value] if isinstance(value, list) else []
-        repeats = [InitErrorDetails(type="value_error", loc=(index, "id"), input=intent_id,
-                                    ctx={"error": ValueError("is used twice — intent ids must be unique")})
-                   for index, intent_id in enumerate(ids) if isinstance(intent_id, str) and intent_id in ids[:index]]
+        seen: set[str] = set()
+        repeats = []
+        for index, intent_id in enumerate(ids):
+            if isinstance(intent_id, str) and intent_id in seen:
+                repeats.append(InitErrorDetails(type="value_error", loc=(index, "id"), input=intent_id,
+                                                ctx={"error": ValueError("is used twice — intent ids must be unique")}))
+            if isinstance(intent_id, str):
+                seen.add(intent_id)
         try:
             intents = handler(value)
         except ValidationError as exc:

@@ -257,3 +257,22 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(191), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StaffCredential(Base):
+    """A staff member's password or one of their API tokens, only ever stored hashed.
+
+    `staff_key` is the config id (`staff[].id`), the same person on every channel. Passwords are
+    argon2 hashes (slow on purpose); tokens are long random strings, so a SHA-256 digest is enough
+    and lets a request find its token by digest.
+    """
+
+    __tablename__ = "staff_credentials"
+    __table_args__ = (UniqueConstraint("secret_hash", name="uq_staff_credentials_secret_hash"),
+                      Index("ix_staff_credentials_staff", "staff_key", "kind"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_key: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # password | token
+    secret_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

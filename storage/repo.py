@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,10 +20,12 @@ from storage.models import (
     Message,
     ProcessedInbound,
     Staff,
+    StaffCredential,
     Touch,
     TouchLog,
 )
 from storage.touch_status import ACTIVE, TouchStatus, claim_values, due_to_claim, move
+from storage.types import UTCDateTime
 
 
 async def insert_ignore(session: AsyncSession, model: type[Any], values: dict[str, Any]) -> bool:
@@ -60,6 +62,10 @@ async def find_contact(session: AsyncSession, ref: str, channel: str | None = No
 
 async def staff_by_identity(session: AsyncSession, channel: str, external_id: str) -> Staff | None:
     return await session.scalar(select(Staff).where(Staff.channel == channel, Staff.external_id == external_id))
+
+
+async def all_staff(session: AsyncSession) -> Sequence[Staff]:
+    return (await session.scalars(select(Staff).order_by(Staff.id))).all()
 
 
 async def staff_identities(session: AsyncSession, key: str) -> Sequence[Staff]:
@@ -200,9 +206,15 @@ def add_message(session: AsyncSession, **values: Any) -> Message:
 
 async def claim_undelivered(session: AsyncSession, channels: Sequence[str], now: datetime, lease: timedelta,
                             limit: int) -> list[Message]:
-    """Outbound messages not yet handed to their platform, claimed for a short lease."""
+    """Outbound messages not yet handed to their platform, claimed for a short lease.
+
+    A message a guide must still confirm (`awaiting_until`) is the platform's now: only
+    `awaiting_confirmation` follows it, so it is never handed over a second time. A claimed message
+    with `delivery_started_at` set was being handed over when its worker stopped: the dispatcher
+    decides whether it may be repeated (bot/delivery.py).
+    """
     ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
-                 Message.channel.in_(channels),
+                 Message.awaiting_until.is_(None), Message.channel.in_(channels),
                  or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
     ids = await _claim(session, Message, ready, (Message.id,), limit,
                        {"delivery_claimed_until": now + lease, "delivery_attempts": Message.delivery_attempts + 1})
@@ -322,3 +334,104 @@ async def current_members(session: AsyncSession, channel: str, group_id: str) ->
     rows = await session.scalars(select(Membership.member_id).join(Group, Group.id == Membership.group_id).where(
         Group.channel == channel, Group.external_id == group_id, Membership.left_at.is_(None)))
     return set(rows.all())
+
+
+async def recent_inbound_times(session: AsyncSession, channel: str, chat_id: str, limit: int) -> list[datetime]:
+    """When one person's latest `limit` messages in a 1v1 chat came in, newest first (for flood control).
+
+    Bounded by `limit`, so a customer with a long history costs no more than one who just arrived.
+    """
+    return list((await session.scalars(select(Message.created_at).where(
+        Message.channel == channel, Message.chat_type == "direct", Message.chat_id == chat_id,
+        Message.direction == "in").order_by(Message.id.desc()).limit(limit))).all())
+
+
+# --- staff credentials (bot/staff_accounts.py decides; these only read and write) ---
+
+async def staff_password_hash(session: AsyncSession, staff_key: str) -> str | None:
+    """The staff member's current password hash (the newest, should two writers have raced)."""
+    return await session.scalar(select(StaffCredential.secret_hash).where(
+        StaffCredential.staff_key == staff_key, StaffCredential.kind == "password")
+        .order_by(StaffCredential.id.desc()).limit(1))
+
+
+async def replace_staff_password(session: AsyncSession, staff_key: str, secret_hash: str, now: datetime) -> None:
+    await session.execute(delete(StaffCredential).where(StaffCredential.staff_key == staff_key,
+                                                        StaffCredential.kind == "password"))
+    session.add(StaffCredential(staff_key=staff_key, kind="password", secret_hash=secret_hash, created_at=now))
+
+
+async def add_staff_token(session: AsyncSession, staff_key: str, digest: str, now: datetime) -> None:
+    session.add(StaffCredential(staff_key=staff_key, kind="token", secret_hash=digest, created_at=now))
+
+
+async def delete_staff_tokens(session: AsyncSession, staff_key: str) -> int:
+    """Remove every API token of one staff member; how many there were."""
+    result = await session.execute(delete(StaffCredential).where(StaffCredential.staff_key == staff_key,
+                                                                 StaffCredential.kind == "token"))
+    return int(result.rowcount or 0)
+
+
+async def staff_key_by_token(session: AsyncSession, digest: str) -> str | None:
+    return await session.scalar(select(StaffCredential.staff_key).where(
+        StaffCredential.kind == "token", StaffCredential.secret_hash == digest))
+
+
+# --- kv beyond get/set: a value kept once (signing secrets), counted keys (login failures) ---
+
+async def insert_value_if_absent(session: AsyncSession, key: str, value: str, now: datetime) -> str:
+    """Store `value` under `key` unless a value is already there; the value stored either way."""
+    await insert_ignore(session, KeyValue, {"key": key, "value": value, "updated_at": now})
+    stored = await session.scalar(select(KeyValue.value).where(KeyValue.key == key))
+    return stored if stored is not None else value
+
+
+async def count_values(session: AsyncSession, prefix: str, since: datetime) -> int:
+    """How many keys start with `prefix` and were written since `since` (e.g. recent login failures)."""
+    return int(await session.scalar(select(func.count()).select_from(KeyValue).where(
+        KeyValue.key.startswith(prefix, autoescape=True), KeyValue.updated_at >= since)) or 0)
+
+
+async def delete_values(session: AsyncSession, prefix: str, before: datetime | None = None) -> None:
+    """Remove the keys starting with `prefix` (only those written before `before`, when given)."""
+    query = delete(KeyValue).where(KeyValue.key.startswith(prefix, autoescape=True))
+    if before is not None:
+        query = query.where(KeyValue.updated_at < before)
+    await session.execute(query)
+
+
+# --- delivery in doubt (bot/delivery.py decides; these only read and write) ---
+
+IN_DOUBT = "in doubt"  # how `delivery_error` starts for a message that may or may not have arrived
+
+
+async def mark_delivery_started(session: AsyncSession, message: Message, now: datetime, lease_until: datetime) -> bool:
+    """Note that a message is about to be handed to its platform, and hold it until `lease_until`.
+
+    False when this worker no longer holds the claim: each claim counts an attempt, so another
+    claim since ours (ours expired while the batch was long) shows as a different count. A repeat
+    keeps the first start time, so a platform's duplicate window counts from the first call.
+    """
+    result = await session.execute(update(Message).where(
+        Message.id == message.id, Message.delivery_attempts == message.delivery_attempts,
+        Message.delivered_at.is_(None), Message.delivery_error.is_(None)).values(
+        delivery_started_at=func.coalesce(Message.delivery_started_at, literal(now, UTCDateTime())),
+        delivery_claimed_until=lease_until))
+    return bool(result.rowcount)
+
+
+async def record_in_doubt(session: AsyncSession, message_id: int, detail: str) -> bool:
+    """Give a message up as in doubt; False when it was delivered or settled meanwhile (another worker)."""
+    result = await session.execute(update(Message).where(
+        Message.id == message_id, Message.delivered_at.is_(None), Message.delivery_error.is_(None)).values(
+        delivery_error=f"{IN_DOUBT}: {detail}", delivery_claimed_until=None))
+    return bool(result.rowcount)
+
+
+async def messages_in_doubt(session: AsyncSession, channel: str | None = None) -> Sequence[Message]:
+    """Outbound messages that may or may not have reached their platform, oldest first."""
+    query = select(Message).where(Message.direction == "out", Message.delivered_at.is_(None),
+                                  Message.delivery_error.startswith(IN_DOUBT))
+    if channel is not None:
+        query = query.where(Message.channel == channel)
+    return (await session.scalars(query.order_by(Message.id))).all()

@@ -5,6 +5,8 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, select
 
+from bot.direct import STAFF_ONLY
+from bot.events import Event, EventKind, Role
 from storage import repo
 
 from storage.models import Contact, Enrolment, Message, Touch
@@ -202,3 +204,21 @@ async def test_handed_off_questions_are_kept_for_faq_gaps(harness: Harness) -> N
     async with harness.app.db.session() as session:
         questions = await repo.unanswered_questions(session, harness.start)
     assert list(questions) == ["能寄到国外吗"]
+
+
+async def test_a_guide_removed_from_config_is_no_longer_staff(harness: Harness) -> None:
+    await harness.customer_adds_guide("lin", "林小姐")
+    await harness.guide_says("/why 林小姐")
+    assert harness.texts("guide-xiaomei")[-1].startswith("林小姐")  # a configured guide may ask
+    await harness.close()
+    # the brand removes xiaomei from config.yaml and restarts
+    h = await Harness.create(harness.app.settings.database_url, harness.clock.now(), SCRIPTS, staff=())
+    try:  # her chat client still claims she is staff
+        await h.app.handle(Event(EventKind.MESSAGE, "test", "guide-xiaomei", h.clock.now(), text="/optout 林小姐",
+                                 message_id="after-removal", sender_role=Role.STAFF))
+        async with h.app.db.session() as session:
+            contact = await session.scalar(select(Contact).where(Contact.external_id == "lin"))
+        assert contact is not None and not contact.opted_out
+        assert STAFF_ONLY in h.texts("guide-xiaomei")  # answered as anyone else would be
+    finally:
+        await h.close()

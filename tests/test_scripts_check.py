@@ -118,7 +118,8 @@ def test_secrets_come_from_the_environment_only(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("adapters:\n  telegram:\n    mode: polling\n", encoding="utf-8")
     settings = load_settings(config, env={"SIYU_TELEGRAM_TOKEN": "1:abc", "SIYU_TELEGRAM_API_BASE": "http://127.0.0.1:9/bot"})
-    assert settings.adapters.telegram.token == "1:abc"
+    assert settings.adapters.telegram.token.get_secret_value() == "1:abc"
+    assert "1:abc" not in repr(settings)
     assert settings.adapters.telegram.api_base == "http://127.0.0.1:9/bot"
     assert "1:abc" not in settings.model_dump_json()
     config.write_text("adapters:\n  telegram:\n    token: 1:abc\n", encoding="utf-8")

@@ -1,9 +1,13 @@
-"""Web chat over a real HTTP server and WebSocket: a customer, a group member and a guide."""
+"""Web chat over a real HTTP server and WebSocket: a customer, a group member and a logged-in guide.
+
+The helpers here (`site`, `client`, `join`, `log_in`, `next_of`) are shared with tests/test_webchat_identity.py.
+"""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -11,32 +15,60 @@ from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import build_web_app
+from bot.staff_accounts import StaffAccounts
 from storage.models import Staff
 from tests.harness import SCRIPTS, Harness
 
+GUIDE_PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Site:
+    """`siyu serve` on a test database: the harness (clock, database) and an HTTP client for it."""
+
+    harness: Harness
+    client: TestClient
+
 
 @pytest.fixture
-async def client(db_url: str, start) -> AsyncIterator[TestClient]:  # type: ignore[no-untyped-def]
+async def site(db_url: str, start) -> AsyncIterator[Site]:  # type: ignore[no-untyped-def]
     h = await Harness.create(db_url, start, SCRIPTS)
     await h.app.engine.sync_staff()
-    # the guide also has a web chat identity
+    # the guide also has a web chat identity, and a password set as `siyu staff password` does
     async with h.app.db.session() as session, session.begin():
         session.add(Staff(key="xiaomei", channel="webchat", external_id="xiaomei", name="小美"))
+    await StaffAccounts(h.app.db, h.clock, known={"xiaomei"}).set_password("xiaomei", GUIDE_PASSWORD)
     web_app = build_web_app(h.app)
     loop_task = asyncio.create_task(h.app.run_forever())
     async with TestClient(TestServer(web_app, host="127.0.0.1")) as test_client:
-        yield test_client
+        yield Site(h, test_client)
     loop_task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await loop_task
     await h.close()
 
 
-async def join(client: TestClient, role: str, name: str) -> ClientWebSocketResponse:
-    """Open the page's WebSocket and join as `role` (customer, member or guide)."""
+@pytest.fixture
+def client(site: Site) -> TestClient:
+    return site.client
+
+
+async def join(client: TestClient, role: str, name: str = "", session: str | None = None
+               ) -> ClientWebSocketResponse:
+    """Open the page's WebSocket and join as `role` (customer, member or guide), as the page does:
+    with the session this browser kept, if any (a guide is who the login cookie says)."""
     ws = await client.ws_connect("/ws")
-    await ws.send_json({"type": "join", "role": role, "name": name})
+    frame: dict[str, Any] = {"type": "join", "role": role, "name": name}
+    if session is not None:
+        frame["session"] = session
+    await ws.send_json(frame)
     return ws
+
+
+async def log_in(client: TestClient, staff: str = "xiaomei", password: str = GUIDE_PASSWORD) -> int:
+    """Log in on the page's login endpoint; the client keeps the cookie. Returns the HTTP status."""
+    response = await client.post("/webchat/login", json={"staff": staff, "password": password})
+    return response.status
 
 
 async def next_of(ws: ClientWebSocketResponse, kind: str) -> dict[str, Any]:
@@ -63,6 +95,7 @@ async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
     ws = await join(client, "customer", "林小姐")
     joined = await next_of(ws, "joined")
     assert joined["name"] == "林小姐"
+    session = joined["session"]  # the page keeps it
     greeting = await next_of(ws, "message")
     assert greeting["from"] == "bot" and greeting["text"].startswith("问候：林小姐您好，我是测试品牌的小美")
 
@@ -71,16 +104,17 @@ async def test_customer_is_greeted_and_gets_answers(client: TestClient) -> None:
     assert answer["text"].startswith("答·运费：测试订单满 99 元包邮")
     await ws.close()
 
-    # reconnecting shows the conversation so far, and does not greet twice
-    ws = await join(client, "customer", "林小姐")
+    # reconnecting with the kept session shows the conversation so far, and does not greet twice
+    ws = await join(client, "customer", "林小姐", session)
     history = (await next_of(ws, "joined"))["history"]
     assert [m["from"] for m in history] == ["bot", "林小姐", "bot"]
     await ws.close()
 
 
 async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None:
-    guide = await join(client, "guide", "xiaomei")
-    await next_of(guide, "joined")
+    assert await log_in(client) == 200
+    guide = await join(client, "guide")
+    assert (await next_of(guide, "joined"))["name"] == "小美"
     customer = await join(client, "customer", "webchat-guest")
     await next_of(customer, "message")  # greeting
 
@@ -98,11 +132,12 @@ async def test_guide_gets_handoffs_and_runs_commands(client: TestClient) -> None
 
 
 async def test_strangers_cannot_join_as_guide(client: TestClient) -> None:
+    assert await log_in(client, "mallory", "whatever123") == 401
     ws = await join(client, "guide", "mallory")
     error = await next_of(ws, "error")
-    assert "not a configured guide" in error["text"]
+    assert "导购需要先登录" in error["text"]
     await ws.send_json({"type": "say", "text": "/optout 1"})
-    assert (await next_of(ws, "error"))["text"].startswith("join first")
+    assert (await next_of(ws, "error"))["text"].startswith("请先进入聊天")
     await ws.close()
 
 
@@ -130,7 +165,9 @@ async def test_group_spam_is_deleted_and_the_spammer_warned(client: TestClient) 
     spammer = await join(client, "member", "卖包")
     await next_of(spammer, "joined")
     await spammer.send_json({"type": "say", "id": "s1", "text": "高仿大牌包包 一手货源"})
-    assert (await next_of(a, "message"))["text"] == "高仿大牌包包 一手货源"
-    assert (await next_of(a, "deleted"))["id"] == "in:s1"
+    spam = await next_of(a, "message")
+    assert (spam["from"], spam["text"]) == ("卖包", "高仿大牌包包 一手货源")
+    assert spam["id"].startswith("in:c_") and spam["id"].endswith(":s1")  # the page's id, scoped to its sender
+    assert (await next_of(a, "deleted"))["id"] == spam["id"]
     await a.close()
     await spammer.close()

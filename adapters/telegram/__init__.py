@@ -14,9 +14,11 @@ def build(context: AdapterContext[TelegramSettings]) -> Adapter | None:
         return None
     from adapters.telegram.adapter import TelegramAdapter  # python-telegram-bot only when Telegram is on
 
-    telegram = TelegramAdapter(settings.token, settings.api_base, context.handle, context.clock,
+    # the one place the secrets are unwrapped: the platform client needs them in plain text
+    webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    telegram = TelegramAdapter(settings.token.get_secret_value(), settings.api_base, context.handle, context.clock,
                                sorted(context.staff_on(CHANNEL)), dict(context.staff_commands), settings.mode,
-                               settings.webhook_url, settings.webhook_secret)
+                               settings.webhook_url, webhook_secret)
     return Adapter(transports=[telegram], routes=telegram.install if settings.mode == "webhook" else None,
                    start=telegram.start, stop=telegram.stop)
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 
+import httpx
 from aiohttp import web
 from telegram import (
     BotCommand,
@@ -16,16 +17,18 @@ from telegram import (
     Message,
     Update,
 )
-from telegram.error import BadRequest, Forbidden, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
 
+from adapters.bodies import BadBody, parse_json_object, read_text
 from bot.clock import Clock
-from bot.transport import DeliveryError, LinksConversations
+from bot.transport import FOREVER, DedupesRepeats, DeliveryError, DeliveryInDoubt, LinksConversations
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 
 log = logging.getLogger(__name__)
 from adapters.telegram import CHANNEL
 WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 PUBLIC_COMMANDS = {"start": "开始聊天", "help": "帮助"}
 
 
@@ -41,7 +44,20 @@ def _content_type(message: Message) -> str:
     return "text"
 
 
-class TelegramAdapter(LinksConversations):
+def _text_of(message: Message) -> str:
+    """The message's text or caption; PTB does not check types, so anything but text counts as none."""
+    text = message.text or message.caption or ""
+    return text if isinstance(text, str) else ""
+
+
+def _may_have_arrived(exc: NetworkError) -> bool:
+    """A network failure after the request may have gone out: only a refused connection or a
+    connection that was never made is known not to have reached Telegram."""
+    cause = exc.__cause__
+    return not isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+class TelegramAdapter(LinksConversations, DedupesRepeats):
     """One bot token; polling or webhook; delivery through the bot with Telegram's own rate limiter."""
 
     channel = CHANNEL
@@ -104,13 +120,22 @@ class TelegramAdapter(LinksConversations):
         web_app.router.add_post(WEBHOOK_PATH, self._webhook)
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
-        if self.webhook_secret and not hmac.compare_digest(given, self.webhook_secret):
-            log.warning("telegram webhook: wrong secret token from %s", request.remote)
+        """Only Telegram knows the secret: without it (or with no secret configured) nothing is read."""
+        given = request.headers.get(SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        if not self.webhook_secret or not hmac.compare_digest(given, self.webhook_secret.encode()):
+            log.warning("telegram webhook: refused a request without the right secret token")
             return web.Response(status=403)
         try:
-            update = Update.de_json(await request.json(), self.app.bot)
-        except (ValueError, KeyError, TypeError):
+            data = parse_json_object(await read_text(request))  # too big: aiohttp's own 413 passes through
+            if not isinstance(data.get("update_id"), int):
+                raise BadBody("no update_id")
+        except BadBody as exc:
+            log.warning("telegram webhook: refused a body: %s", exc)
+            return web.Response(status=400)
+        try:
+            update = Update.de_json(data, self.app.bot)
+        except Exception as exc:  # PTB's parser on an update of the wrong shape: many kinds of error, all a 400
+            log.warning("telegram webhook: refused an update of the wrong shape (%s)", type(exc).__name__)
             return web.Response(status=400)
         await self.app.process_update(update)
         return web.Response(text="ok")
@@ -143,7 +168,7 @@ class TelegramAdapter(LinksConversations):
             return self._group_events(message, now)
         if message.chat.type != "private":
             return []
-        text = message.text or message.caption or ""
+        text = _text_of(message)
         if text.startswith("/start"):
             payload = text.partition(" ")[2].strip()  # deep link t.me/bot?start=<channel code>
             return [Event(EventKind.CONTACT_ADDED, CHANNEL, str(user.id), now,
@@ -163,7 +188,7 @@ class TelegramAdapter(LinksConversations):
             return [Event(EventKind.LEFT_GROUP, CHANNEL, str(member.id), now, ChatType.GROUP, chat)]
         user = message.from_user
         assert user is not None
-        text = message.text or message.caption or ""
+        text = _text_of(message)
         username = self.app.bot.username
         mentioned = bool(username) and f"@{username}".lower() in text.lower()
         replied_to_bot = bool(message.reply_to_message and message.reply_to_message.from_user
@@ -177,6 +202,13 @@ class TelegramAdapter(LinksConversations):
                       content_type=_content_type(message))]
 
     # --- outbound ---------------------------------------------------------------------------
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """sendMessage has no idempotency key: a repeated SAY would show twice, so it is never repeated.
+        Delete, restrict and ban set a state that a repeat leaves as it is (a repeated delete is refused
+        as "not found"); a tag is not sent at all. One narrow exception: without admin rights a mute or
+        remove falls back to a warning text, which a repeat after a crash in that call would show again."""
+        return None if action.kind is ActionKind.SAY else FOREVER
 
     async def deliver(self, action: Action) -> None:
         chat_id = int(action.address.chat_id)
@@ -206,6 +238,10 @@ class TelegramAdapter(LinksConversations):
             raise DeliveryError(f"telegram: {exc.message}", permanent=True) from None
         except BadRequest as exc:
             raise DeliveryError(f"telegram: {exc.message}", permanent=True) from None
+        except NetworkError as exc:  # TimedOut too; BadRequest was handled above
+            if _may_have_arrived(exc):  # no answer to a request that went out: not a refusal
+                raise DeliveryInDoubt(f"telegram: no answer ({type(exc).__name__})") from None
+            raise DeliveryError(f"telegram: {exc}") from None
         except TelegramError as exc:
             raise DeliveryError(f"telegram: {exc}") from None
 

@@ -1,15 +1,24 @@
-"""Web chat transport: translates WebSocket frames into Events and queued Actions into frames."""
+"""Web chat transport: translates WebSocket frames into Events and queued Actions into frames.
+
+Who a socket is comes from proof, never from what it types: customers and group members from a
+signed session the page keeps, guides from the login cookie (see sessions.py and login.py).
+"""
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import uuid
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
+from pydantic import SecretStr
 
+from adapters.webchat.frames import FrameError, JoinFrame, SayFrame, parse_frame
+from adapters.webchat.login import StaffLogin
+from adapters.webchat.sessions import Keys, customer_of, new_customer_token
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 from bot.plugin import AdapterStore
@@ -18,20 +27,45 @@ from bot.transport import EventHandler
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 CHANNEL = "webchat"
+MAX_FRAME_BYTES = 1024 * 1024  # the protocol's cap: a bigger frame closes the socket (1009)
+MAX_NAME = 64
+MESSAGE_ID_WIDTH = 191  # processed_inbound.message_id; a longer id would be dropped as unstorable
+NAME_KEY = "webchat:name:"  # kv: a customer's display name, for group history after a restart
+
+NEED_NAME = "请先输入昵称"
+JOIN_FIRST = "请先进入聊天：选择身份、填写昵称后点「进入」"
+REMOVED = "你已被移出本群"
+FAILED = "这条消息没有处理成功，请稍后再试"
+UNNAMED = {ChatType.GROUP: "群成员", ChatType.DIRECT: "导购"}  # someone whose display name was never stored
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Who a socket proved to be, and which chat it shows."""
+
+    chat: tuple[ChatType, str]
+    identity: str  # the Event's sender_id: a customer id (c_…) or the guide's web chat identity
+    name: str      # what the page shows for them
+    role: Role
+    page_role: str  # customer | member | guide
 
 
 class WebChat:
-    """Serves `/` (the page) and `/ws`; delivers bot messages to every open socket of a chat."""
+    """Serves `/` (the page), `/ws` and the guide login; delivers bot messages to every open socket of a chat."""
 
     channel = CHANNEL
 
-    def __init__(self, handle: EventHandler, store: AdapterStore, clock: Clock, demo_group: str) -> None:
+    def __init__(self, handle: EventHandler, store: AdapterStore, clock: Clock, demo_group: str,
+                 secret: SecretStr | None = None) -> None:
         self.handle = handle
         self.store = store
         self.clock = clock
         self.demo_group = demo_group
+        self.keys = Keys(store, secret)
+        self.login = StaffLogin(store, clock, self.keys)
         self._sockets: dict[tuple[ChatType, str], set[web.WebSocketResponse]] = defaultdict(set)
-        self._who: dict[web.WebSocketResponse, str] = {}
+        self._who: dict[web.WebSocketResponse, Joined] = {}
+        self._names: dict[str, str] = {}  # customer id → display name, as far as this process knows
         # this page is the platform for the demo group, so it enforces what the guard decides
         self._muted_until: dict[tuple[str, str], datetime] = {}
         self._removed: set[tuple[str, str]] = set()
@@ -39,9 +73,12 @@ class WebChat:
     def install(self, app: web.Application) -> None:
         app.router.add_get("/", self._page)
         app.router.add_get("/ws", self._websocket)
+        self.login.install(app)
 
     async def _page(self, _request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
+
+    # --- bot → page ---
 
     async def deliver(self, action: Action) -> None:
         key = (action.address.chat_type, action.address.chat_id)
@@ -60,98 +97,167 @@ class WebChat:
         elif action.kind is ActionKind.REMOVE:
             self._removed.add((action.address.chat_id, member))
             await self._broadcast(key, {"type": "system", "text": action.text})
-            for ws in [w for w in self._sockets.get(key, ()) if self._who.get(w) == member]:
+            for ws in [w for w in self._sockets.get(key, ()) if self._identity(w) == member]:
                 await ws.close()
 
-    async def _broadcast(self, key: tuple[ChatType, str], frame: dict[str, object]) -> None:
+    def _identity(self, ws: web.WebSocketResponse) -> str | None:
+        joined = self._who.get(ws)
+        return joined.identity if joined else None
+
+    async def _broadcast(self, key: tuple[ChatType, str], frame: dict[str, object], sender: str | None = None) -> None:
+        """Send to every socket of a chat; `mine` tells each page whether the message is its own."""
         for ws in list(self._sockets.get(key, ())):
-            if not ws.closed:
-                await ws.send_json(frame)
+            if ws.closed:
+                continue
+            try:
+                await ws.send_json({**frame, "mine": sender is not None and self._identity(ws) == sender})
+            except ConnectionResetError:
+                pass  # that page is going away; its history shows the message when it comes back
+
+    # --- page → bot ---
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=MAX_FRAME_BYTES)
         await ws.prepare(request)
-        key: tuple[ChatType, str] | None = None
-        identity = ""
-        role = Role.CUSTOMER
         try:
             async for msg in ws:
                 if msg.type is not WSMsgType.TEXT:
                     continue
                 try:
-                    frame = json.loads(msg.data)
-                    kind = frame["type"]
-                except (ValueError, KeyError, TypeError):
-                    await ws.send_json({"type": "error", "text": "expected JSON with a 'type'"})
-                    continue
-                if kind == "join":
-                    joined = await self._join(ws, frame)
-                    if joined is None:
-                        continue
-                    if key is not None:
-                        self._sockets[key].discard(ws)
-                    key, identity, role, event = joined
-                    self._who[ws] = identity
-                    # register first, then history, then the event: its replies arrive live, after history
-                    self._sockets[key].add(ws)
-                    await self._send_history(ws, key, str(frame.get("role") or "customer"), identity)
-                    if event is not None:
-                        await self.handle(event)
-                elif kind == "say" and key is not None:
-                    await self._say(key, identity, role, frame)
-                else:
-                    await ws.send_json({"type": "error", "text": "join first: {type: join, role, name}"})
+                    await self._on_frame(request, ws, parse_frame(msg.data))
+                except FrameError as exc:
+                    await _error(ws, str(exc))
+                except Exception as exc:  # one bad frame must not end the socket (or take its history)
+                    # the type only: the message of a storage error can quote the customer's text
+                    log.warning("web chat: a frame failed (%s)", type(exc).__name__)
+                    log.debug("web chat frame failure", exc_info=True)
+                    await _error(ws, FAILED)
         finally:
-            if key is not None:
-                self._sockets[key].discard(ws)
-            self._who.pop(ws, None)
+            self._leave(ws)
         return ws
 
-    async def _join(self, ws: web.WebSocketResponse, frame: dict[str, object]
-                    ) -> tuple[tuple[ChatType, str], str, Role, Event | None] | None:
-        name = str(frame.get("name", "")).strip()[:64]
-        wanted = frame.get("role")
-        if not name:
-            await ws.send_json({"type": "error", "text": "please enter a name"})
-            return None
+    async def _on_frame(self, request: web.Request, ws: web.WebSocketResponse, frame: JoinFrame | SayFrame) -> None:
+        if isinstance(frame, JoinFrame):
+            await self._join(request, ws, frame)
+            return
+        joined = self._who.get(ws)
+        if joined is None:
+            await _error(ws, JOIN_FIRST)
+            return
+        await self._say(joined, frame)
+
+    def _leave(self, ws: web.WebSocketResponse) -> None:
+        joined = self._who.pop(ws, None)
+        if joined is not None:
+            self._sockets[joined.chat].discard(ws)
+
+    async def _join(self, request: web.Request, ws: web.WebSocketResponse, frame: JoinFrame) -> None:
+        session: str | None = None
+        event: Event | None = None
         now = self.clock.now()
-        if wanted == "guide":
-            if not await self.store.is_staff(CHANNEL, name):
-                await ws.send_json({"type": "error", "text": f"'{name}' is not a configured guide "
-                                                             "(see staff in config.yaml)"})
-                return None
-            return (ChatType.DIRECT, name), name, Role.STAFF, None
-        if wanted == "member":
-            if (self.demo_group, name) in self._removed:
-                await ws.send_json({"type": "error", "text": "you were removed from this group"})
-                return None
-            return (ChatType.GROUP, self.demo_group), name, Role.CUSTOMER, Event(
-                EventKind.JOINED_GROUP, CHANNEL, name, now, ChatType.GROUP, self.demo_group,
-                profile=Profile(name=name))
-        return (ChatType.DIRECT, name), name, Role.CUSTOMER, Event(
-            EventKind.CONTACT_ADDED, CHANNEL, name, now, profile=Profile(name=name, source="官网在线咨询"))
+        if frame.role == "guide":
+            guide = await self.login.guide(request)
+            if isinstance(guide, str):
+                await _error(ws, guide)
+                return
+            joined = Joined((ChatType.DIRECT, guide.platform_id), guide.platform_id, guide.name, Role.STAFF, "guide")
+        else:
+            name = _display_name(frame.name)
+            if not name:
+                await _error(ws, NEED_NAME)
+                return
+            customer, session = await self._customer(frame.session)
+            if frame.role == "member":
+                if (self.demo_group, customer) in self._removed:
+                    await _error(ws, REMOVED)
+                    return
+                joined = Joined((ChatType.GROUP, self.demo_group), customer, name, Role.CUSTOMER, "member")
+                event = Event(EventKind.JOINED_GROUP, CHANNEL, customer, now, ChatType.GROUP, self.demo_group,
+                              profile=Profile(name=name))
+            else:
+                joined = Joined((ChatType.DIRECT, customer), customer, name, Role.CUSTOMER, "customer")
+                event = Event(EventKind.CONTACT_ADDED, CHANNEL, customer, now,
+                              profile=Profile(name=name, source="官网在线咨询"))
+            await self._remember_name(customer, name)
+        self._leave(ws)
+        # register first, then history, then the event: its replies arrive live, after history
+        self._who[ws] = joined
+        self._sockets[joined.chat].add(ws)
+        await self._send_history(ws, joined, session)
+        if event is not None:
+            await self.handle(event)
 
-    async def _send_history(self, ws: web.WebSocketResponse, key: tuple[ChatType, str], role: str,
-                            name: str) -> None:
-        history = await self.store.history(CHANNEL, *key)
-        await ws.send_json({"type": "joined", "role": role, "name": name, "chat": key[1], "history": [
-            {"id": h.ref, "from": h.sender, "text": h.text, "at": h.at.isoformat()} for h in history]})
+    async def _customer(self, token: str | None) -> tuple[str, str]:
+        """(customer id, token) the page proved with `token`, or a new customer when it proved nothing."""
+        signer = await self.keys.signer()
+        customer = customer_of(signer, token)
+        # a customer id is random with a prefix no staff identity needs; should one ever be staff, start afresh
+        if customer is None or token is None or await self.store.is_staff(CHANNEL, customer):
+            return new_customer_token(signer)
+        return customer, token
 
-    async def _say(self, key: tuple[ChatType, str], identity: str, role: Role, frame: dict[str, object]) -> None:
-        text = str(frame.get("text", "")).strip()[:2000]
+    async def _remember_name(self, customer: str, name: str) -> None:
+        if self._names.get(customer) != name:
+            self._names[customer] = name
+            await self.store.set_value(NAME_KEY + customer, name)
+
+    async def _name_of(self, sender: str, joined: Joined) -> str:
+        if sender == "bot" or sender == joined.identity:
+            return "bot" if sender == "bot" else joined.name
+        if sender not in self._names:
+            stored = await self.store.get_value(NAME_KEY + sender)
+            if stored is None:
+                return UNNAMED[joined.chat[0]]
+            self._names[sender] = stored
+        return self._names[sender]
+
+    async def _send_history(self, ws: web.WebSocketResponse, joined: Joined, session: str | None) -> None:
+        history = await self.store.history(CHANNEL, *joined.chat)
+        frame: dict[str, object] = {
+            "type": "joined", "role": joined.page_role, "name": joined.name,
+            "chat": self.demo_group if joined.chat[0] is ChatType.GROUP else "",
+            "history": [{"id": h.ref, "from": await self._name_of(h.sender, joined), "mine": h.sender == joined.identity,
+                         "text": h.text, "at": h.at.isoformat()} for h in history]}
+        if session is not None:
+            frame["session"] = session  # the page keeps it: the only way back to this history
+        await ws.send_json(frame)
+
+    async def _say(self, joined: Joined, frame: SayFrame) -> None:
+        text = frame.text.strip()  # the engine caps the length for every channel, and notes the cut
         if not text:
             return
-        message_id = str(frame.get("id") or uuid.uuid4())
+        message_id = scoped_message_id(joined.identity, frame.id)
         now = self.clock.now()
-        chat_type, chat_id = key
+        chat_type, chat_id = joined.chat
         if chat_type is ChatType.GROUP:
-            muted = self._muted_until.get((chat_id, identity))
+            muted = self._muted_until.get((chat_id, joined.identity))
             if muted is not None and muted > now:
                 return  # the platform swallows a muted member's messages
-            await self._broadcast(key, {"type": "message", "id": f"in:{message_id}", "from": identity,
-                                        "text": text, "at": now.isoformat()})
-        mentions = "@bot" in text or "@机器人" in text or bool(frame.get("mention"))
+            await self._broadcast(joined.chat, {"type": "message", "id": f"in:{message_id}", "from": joined.name,
+                                                "text": text, "at": now.isoformat()}, sender=joined.identity)
+        mentions = "@bot" in text or "@机器人" in text or frame.mention
         text = text.replace("@bot", "").replace("@机器人", "").strip() or text
-        await self.handle(Event(EventKind.MESSAGE, CHANNEL, identity, now, chat_type,
+        await self.handle(Event(EventKind.MESSAGE, CHANNEL, joined.identity, now, chat_type,
                                 chat_id if chat_type is ChatType.GROUP else None, text=text,
-                                message_id=message_id, sender_role=role, mentions_bot=mentions))
+                                message_id=message_id, sender_role=joined.role, mentions_bot=mentions,
+                                profile=Profile(name=joined.name)))
+
+
+def scoped_message_id(sender: str, client_id: str | None) -> str:
+    """The page's message id scoped to its sender: the engine drops a repeated (channel, message_id) as a
+    redelivery, so two people choosing the same id must not collide. Fits the 191-character column."""
+    client_id = client_id or uuid.uuid4().hex
+    scoped = f"{sender}:{client_id}"
+    if len(scoped) > MESSAGE_ID_WIDTH:
+        scoped = f"{sender}:{hashlib.sha256(client_id.encode()).hexdigest()[:32]}"
+    return scoped
+
+
+def _display_name(raw: str) -> str:
+    """The nickname as others see it: printable characters only, trimmed, at most MAX_NAME."""
+    return "".join(ch for ch in raw if ch.isprintable()).strip()[:MAX_NAME]
+
+
+async def _error(ws: web.WebSocketResponse, text: str) -> None:
+    if not ws.closed:
+        await ws.send_json({"type": "error", "text": text})

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from adapters.wecom.settings import WeComSettings
 from bot.plugin import Adapter, AdapterContext, AdapterSpec, Translator
 from bot.transport import Transport
@@ -16,6 +18,10 @@ KF_CHANNEL = "wecom_kf"
 AIBOT_CHANNEL = "wecom_aibot"
 AIBOT_CALLBACK = "wecom_aibot_callback"  # inbox channel of the AI bot's HTTP callbacks
 AIBOT_CALLBACK_PATH = "/wecom/aibot/callback"
+
+
+def _plain(secret: SecretStr | None) -> str:
+    return secret.get_secret_value() if secret is not None else ""
 
 
 def build(context: AdapterContext[WeComSettings]) -> Adapter | None:
@@ -36,25 +42,27 @@ def build(context: AdapterContext[WeComSettings]) -> Adapter | None:
     starts: list[Callable[[], None]] = []
     stops: list[Callable[[], Awaitable[None]]] = []
     remember, wake = context.store.remember_inbound, context.wake
+    # the one place the secrets are unwrapped: the platform clients need them in plain text
+    token, aes_key = _plain(settings.token), _plain(settings.encoding_aes_key)
     if settings.callback_enabled:
-        assert settings.corp_id and settings.token and settings.encoding_aes_key
-        client = WeComClient(settings.corp_id, settings.secret or "", context.clock, settings.api_base)
+        assert settings.corp_id and token and aes_key
+        client = WeComClient(settings.corp_id, _plain(settings.secret), context.clock, settings.api_base)
         kf = WeComKf(client, context.clock, context.store)
         wecom = WeComAdapter(client, settings.agent_id or "", context.clock, context.store,
                              context.staff_on(CHANNEL), context.zone, kf=kf,
                              assisted_expiry=parse_duration(settings.assisted_expiry), quotas=settings.quotas)
         transports += [wecom, kf]
         translators[CHANNEL] = wecom.translate
-        crypto = WeComCrypto(settings.token, settings.encoding_aes_key, settings.corp_id)
+        crypto = WeComCrypto(token, aes_key, settings.corp_id)
         routes.append(WeComCallback(crypto, context.clock, remember, wake, settings.timestamp_window).install)
         stops.append(client.close)
     if settings.aibot_id:
-        aibot = AiBotConnection(settings.aibot_id, settings.aibot_secret or "", context.handle, context.clock,
+        aibot = AiBotConnection(settings.aibot_id, _plain(settings.aibot_secret), context.handle, context.clock,
                                 url=settings.aibot_url)
         transports.append(aibot)
         translators[AIBOT_CALLBACK] = aibot.translate_callback
-        if settings.token and settings.encoding_aes_key:  # its JSON callback signs with an empty receive id
-            crypto = WeComCrypto(settings.token, settings.encoding_aes_key, "")
+        if token and aes_key:  # its JSON callback signs with an empty receive id
+            crypto = WeComCrypto(token, aes_key, "")
             routes.append(WeComCallback(crypto, context.clock, remember, wake, settings.timestamp_window,
                                         AIBOT_CALLBACK_PATH, AIBOT_CALLBACK, json_bodies=True).install)
         if settings.aibot_secret:  # the long connection; without a secret the bot runs on its callback only

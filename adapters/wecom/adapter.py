@@ -10,11 +10,12 @@ Capabilities differ per channel, and the adapter plans around them:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from xml.etree.ElementTree import Element
 from zoneinfo import ZoneInfo
 
@@ -22,8 +23,9 @@ import defusedxml.ElementTree as SafeXML
 from aiohttp import web
 from defusedxml import DefusedXmlException
 
+from adapters.bodies import BadBody, parse_json_object, read_text
 from adapters.wecom.api import RETRYABLE, WeComClient, WeComError
-from adapters.wecom.crypto import CallbackError, StaleTimestamp, Undecryptable, WeComCrypto
+from adapters.wecom.crypto import CallbackError, SignatureMismatch, StaleTimestamp, Undecryptable, WeComCrypto
 from adapters.wecom.settings import WeComQuotas
 from bot.channel_rules import local_midnight, quota_blocks, window_refusal
 from bot.clock import Clock
@@ -31,9 +33,12 @@ from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, 
 from bot.plugin import AdapterStore
 from bot.ratelimit import TokenBucket
 from bot.transport import (
+    FOREVER,
     ChannelLimits,
     ConfirmsPending,
+    DedupesRepeats,
     DeliveryError,
+    DeliveryInDoubt,
     Limited,
     Pending,
     PendingMessage,
@@ -50,13 +55,34 @@ KF_MAX_MESSAGES = 5
 KF_CURSOR_KEY = "wecom_kf:cursor"
 
 KF_LIMITS = ChannelLimits(reply_window=KF_WINDOW, window_messages=KF_MAX_MESSAGES)
+# message/send drops the same request (same JSON) to the same member within this interval (WeCom's default)
+APP_DUPLICATE_CHECK = timedelta(seconds=1800)
+MAX_MESSAGE_ID = 128  # WeCom's message ids are a few dozen characters
+SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
+BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+NONCE = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII: WeCom's nonces are short digits and letters
 Remember = Callable[[str, str, str], Awaitable[bool]]  # channel, dedupe key, payload → stored?
 
 
 def _fields(xml: str) -> dict[str, str]:
-    """Child elements of a WeCom XML document as a flat mapping (defusedxml: no entity tricks)."""
-    root: Element = SafeXML.fromstring(xml)
-    return {child.tag: (child.text or "").strip() for child in root}
+    """Child elements of a WeCom XML document as a flat mapping (defusedxml: no entity tricks).
+
+    Anything that is not such a document is a `BadBody`.
+    """
+    try:
+        root: Element = SafeXML.fromstring(xml)
+    except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
+        raise BadBody(f"not a WeCom XML document ({type(exc).__name__})") from None
+    return {child.tag: (child.text or "").strip() for child in root if isinstance(child.tag, str)}
+
+
+def _message_id(value: object) -> str | None:
+    """A platform message id as the dedupe key: short text, or none at all."""
+    if value is None or value == "":
+        return None
+    if not (isinstance(value, str) and len(value) <= MAX_MESSAGE_ID and value.isascii() and value.isprintable()):
+        raise BadBody("the message id is not short, printable ASCII")
+    return value
 
 
 @dataclass
@@ -81,31 +107,38 @@ class WeComCallback:
         app.router.add_post(self.path, self._receive)
 
     def _encrypted(self, body: str) -> str:
-        if self.json_bodies:
-            data = json.loads(body)
-            return str(data.get("encrypt", "")) if isinstance(data, dict) else ""
-        return _fields(body).get("Encrypt", "")
+        encrypt = parse_json_object(body).get("encrypt", "") if self.json_bodies else _fields(body).get("Encrypt", "")
+        if not isinstance(encrypt, str) or (encrypt and not BASE64.fullmatch(encrypt)):
+            raise BadBody("the encrypted payload is not base64 text")
+        return encrypt
 
     def _message_id(self, plain: str) -> str | None:
         if self.json_bodies:
-            data = json.loads(plain)
-            if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
-            return data.get("msgid")
-        return _fields(plain).get("MsgId")
+            return _message_id(parse_json_object(plain).get("msgid"))
+        return _message_id(_fields(plain).get("MsgId"))
+
+    @staticmethod
+    def _check_signed(query: Mapping[str, str]) -> None:
+        """The signature parameters look like WeCom's, so nothing odd reaches the SHA1 (an unsigned request is 403)."""
+        if not SHA1_HEX.fullmatch(query.get("msg_signature", "")):
+            raise SignatureMismatch("msg_signature is not a SHA1 signature")
+        if not NONCE.fullmatch(query.get("nonce", "")):
+            raise SignatureMismatch("nonce is not short ASCII text")
 
     def _check_fresh(self, timestamp: str) -> None:
-        try:
-            sent = int(timestamp)
-        except ValueError:
-            raise Undecryptable("timestamp is not a number") from None
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            raise StaleTimestamp("timestamp is not a number of seconds")
+        sent = int(timestamp)
         if self.timestamp_window and abs(self.clock.now().timestamp() - sent) > self.timestamp_window:
             raise StaleTimestamp(f"timestamp {sent} is outside ±{self.timestamp_window}s")
 
     async def _verify_url(self, request: web.Request) -> web.Response:
         q = request.query
         try:
+            self._check_signed(q)
             self._check_fresh(q.get("timestamp", ""))
+            if not BASE64.fullmatch(q.get("echostr", "")):
+                raise Undecryptable("echostr is not base64 text")
             self.crypto.verify(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""),
                                q.get("echostr", ""))
             return web.Response(text=self.crypto.decrypt(q.get("echostr", "")))
@@ -116,20 +149,21 @@ class WeComCallback:
     async def _receive(self, request: web.Request) -> web.Response:
         q = request.query
         try:
+            # what can be checked without the body first: an unsigned or stale request is refused unread
+            self._check_signed(q)
             self._check_fresh(q.get("timestamp", ""))
-            body = await request.text()
             try:
-                encrypt = self._encrypted(body)
-            except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
-                raise Undecryptable(f"body is not acceptable ({type(exc).__name__})") from None
+                encrypt = self._encrypted(await read_text(request))
+            except BadBody as exc:
+                raise Undecryptable(f"body is not acceptable: {exc}") from None
             if not encrypt:
                 raise Undecryptable("no encrypted payload")
             self.crypto.verify(q.get("msg_signature", ""), q.get("timestamp", ""), q.get("nonce", ""), encrypt)
             plain = self.crypto.decrypt(encrypt)
             try:
                 message_id = self._message_id(plain)
-            except (SafeXML.ParseError, DefusedXmlException, ValueError) as exc:
-                raise Undecryptable(f"decrypted message is not acceptable ({type(exc).__name__})") from None
+            except BadBody as exc:
+                raise Undecryptable(f"decrypted message is not acceptable: {exc}") from None
         except CallbackError as exc:
             log.warning("wecom callback refused (%s): %s", type(exc).__name__, exc)
             return web.Response(status=exc.status)
@@ -141,7 +175,7 @@ class WeComCallback:
 
 
 @dataclass
-class WeComAdapter(Limited, ConfirmsPending):
+class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats):
     """Customer contact and app messages for one corp."""
 
     client: WeComClient
@@ -167,7 +201,13 @@ class WeComAdapter(Limited, ConfirmsPending):
                              month_is_days=self.quotas.mass_per_customer_month is None)
 
     async def translate(self, payload: str) -> list[Event]:
-        f = _fields(payload)
+        """A stored callback → Events. One that is not a WeCom XML document becomes nothing, logged once,
+        instead of failing the inbox item again and again."""
+        try:
+            f = _fields(payload)
+        except BadBody as exc:
+            log.warning("wecom: skipping a stored callback: %s", exc)
+            return []
         now = self.clock.now()
         kind, event = f.get("MsgType"), f.get("Event", "")
         if kind == "text":  # a corp member writing to the app: commands, but only from configured staff
@@ -255,6 +295,15 @@ class WeComAdapter(Limited, ConfirmsPending):
         await self.client.call("/externalcontact/mark_tag", {"userid": guide, "external_userid": customer,
                                                               "add_tag": [tag_id]})
 
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """App messages to staff: WeCom's duplicate check drops a repeat for APP_DUPLICATE_CHECK. A tag
+        the contact already has stays as it is, and other actions send nothing. A customer's message has
+        no key to repeat safely: the welcome code lives only in memory (after a restart a repeat would
+        become an assisted send), and a second add_msg_template queues a second task for the guide."""
+        if action.kind is not ActionKind.SAY:
+            return FOREVER
+        return APP_DUPLICATE_CHECK if action.address.chat_id in self.staff_ids else None
+
     async def deliver(self, action: Action) -> Pending | None:
         target = action.address.chat_id
         try:
@@ -274,6 +323,8 @@ class WeComAdapter(Limited, ConfirmsPending):
                 log.info("wecom: welcome code for %s is older than 20 s; not attempted", target)
             return await self._assisted(target, action)
         except WeComError as exc:
+            if exc.errcode == 0:  # no answer (timeout, lost connection): the request may have gone through
+                raise DeliveryInDoubt(str(exc), retry_after=60) from None
             busy = exc.errcode in RETRYABLE  # still busy after the client's own retries
             raise DeliveryError(str(exc), permanent=not busy and exc.errcode != 0,
                                 retry_after=60 if busy else None, pause_channel=busy) from None
@@ -289,7 +340,9 @@ class WeComAdapter(Limited, ConfirmsPending):
             raise DeliveryError(f"app messages to {userid}: {self.quotas.app_messages_per_member_minute}/min",
                                 retry_after=wait)
         await self.client.call("/message/send", {"touser": userid, "msgtype": "text",
-                                                 "agentid": int(self.agent_id or 0), "text": {"content": text}})
+                                                 "agentid": int(self.agent_id or 0), "text": {"content": text},
+                                                 "enable_duplicate_check": 1,
+                                                 "duplicate_check_interval": int(APP_DUPLICATE_CHECK.total_seconds())})
 
     async def _welcome_message(self, code: str, text: str) -> None:
         try:
@@ -319,8 +372,11 @@ class WeComAdapter(Limited, ConfirmsPending):
         result = await self.client.call("/externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [customer], "sender": guide,
             "text": {"content": action.text}})
-        await self._app_message(guide, "您有一条客户消息待确认发送：请在企业微信「客户联系 → 群发助手」中确认。\n"
-                                       f"内容：{action.text[:60]}")
+        try:
+            await self._app_message(guide, "您有一条客户消息待确认发送：请在企业微信「客户联系 → 群发助手」中确认。\n"
+                                           f"内容：{action.text[:60]}")
+        except (DeliveryError, WeComError) as exc:  # the task exists: failing now would queue it a second time
+            log.warning("wecom: could not remind guide %s of an assisted send: %s", guide, exc)
         return Pending(str(result.get("msgid", "")), self.clock.now() + self.assisted_expiry)
 
     async def check_pending(self, message: PendingMessage) -> PendingState:
@@ -341,8 +397,22 @@ class WeComAdapter(Limited, ConfirmsPending):
         return PendingState.WAITING
 
 
+def _kf_messages(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """sync_msg's messages that have the fields siyu needs. Others are skipped, and said so, so that one odd
+    message cannot hold the cursor back forever."""
+    listed = data.get("msg_list")
+    if not isinstance(listed, list):
+        return []
+    usable = [m for m in listed if isinstance(m, dict)
+              and all(isinstance(m.get(key), str) and m[key] for key in ("open_kfid", "external_userid", "msgid"))]
+    if len(usable) < len(listed):
+        log.warning("wecom kf: skipping %d messages without open_kfid, external_userid or msgid",
+                    len(listed) - len(usable))
+    return usable
+
+
 @dataclass
-class WeComKf(Limited):
+class WeComKf(Limited, DedupesRepeats):
     """微信客服: pull messages with a persisted cursor, answer within the platform's window."""
 
     client: WeComClient
@@ -365,12 +435,14 @@ class WeComKf(Limited):
                 body["token"] = token
             data = await self.client.call("/kf/sync_msg", body)
             # 3 = from the customer; system events and our own echoes are not questions
-            questions = [m for m in data.get("msg_list", []) if m.get("origin") == 3 and m.get("msgtype") == "text"]
+            questions = [m for m in _kf_messages(data) if m.get("origin") == 3 and m.get("msgtype") == "text"]
             names = await self._nicknames({m["external_userid"] for m in questions})
             for message in questions:
                 chat_id = f"{message['open_kfid']}:{message['external_userid']}"
+                text = message.get("text")
+                content = text.get("content") if isinstance(text, dict) else None
                 events.append(Event(EventKind.MESSAGE, KF_CHANNEL, chat_id, self.clock.now(),
-                                    text=message.get("text", {}).get("content", ""), message_id=message["msgid"],
+                                    text=content if isinstance(content, str) else "", message_id=message["msgid"],
                                     profile=Profile(name=names.get(message["external_userid"]))))
             if data.get("next_cursor"):
                 await self.store.set_value(KF_CURSOR_KEY, str(data["next_cursor"]))  # saved per page: a restart resumes here
@@ -388,6 +460,16 @@ class WeComKf(Limited):
         return {c["external_userid"]: c.get("nickname", "") for c in data.get("customer_list", [])
                 if c.get("nickname")}
 
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """kf/send_msg takes our own msgid, and WeCom refuses one it has seen in this kf account."""
+        return FOREVER
+
+    @staticmethod
+    def msgid(action: Action) -> str:
+        """The idempotency key: the outbox id, plus its queue time so a fresh database's ids never collide
+        with an old one's (at most 32 of [0-9a-zA-Z_-])."""
+        return f"siyu-{action.ref}-{int(action.at.timestamp())}"[:32]
+
     async def deliver(self, action: Action) -> None:
         if action.kind is not ActionKind.SAY:
             return
@@ -397,8 +479,10 @@ class WeComKf(Limited):
         if refusal is not None:  # what 95018 would say, without asking
             raise DeliveryError(f"{refusal.reason}: {refusal.detail}", permanent=True)
         try:
+            # a repeat after a crash is refused by WeCom (its msgid is taken), so it never shows twice;
+            # that refusal's errcode is not documented, so it is retried and then recorded as a failure
             await self.client.call("/kf/send_msg", {"touser": customer, "open_kfid": open_kfid, "msgtype": "text",
-                                                    "text": {"content": action.text}})
+                                                    "msgid": self.msgid(action), "text": {"content": action.text}})
         except WeComError as exc:
             raise DeliveryError(str(exc), permanent=exc.errcode == 95018) from None
 

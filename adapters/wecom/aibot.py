@@ -19,16 +19,52 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from adapters.bodies import BadBody, parse_json_object
 from adapters.wecom import AIBOT_CHANNEL as CHANNEL
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile
-from bot.transport import DeliveryError
+from bot.transport import FOREVER, DedupesRepeats, DeliveryError, DeliveryInDoubt
 
 log = logging.getLogger(__name__)
 DEFAULT_URL = "wss://openws.work.weixin.qq.com"
 WELCOME_WINDOW = timedelta(seconds=5)
 REPLY_WINDOW = timedelta(minutes=5)  # stream replies must finish well inside the platform's limit
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Sender(_Shape):
+    userid: str = Field("", max_length=128)
+
+
+class _Text(_Shape):
+    content: str = ""
+
+
+class _EventInfo(_Shape):
+    eventtype: str = ""
+
+
+class AiBotCallback(_Shape):
+    """The part of an AI bot callback body siyu reads (frames and HTTP callbacks alike).
+
+    A body of another shape fails validation and becomes no Events, instead of failing over and over.
+    """
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    msgid: str | None = Field(None, max_length=128)
+    msgtype: str = ""
+    chattype: str = "single"
+    chatid: str = Field("", max_length=128)
+    sender: _Sender | None = Field(None, alias="from")
+    text: _Text | None = None
+    event: _EventInfo | None = None
+    response_url: str | None = None
 
 
 @dataclass
@@ -39,11 +75,11 @@ class _Callback:
 
 
 @dataclass
-class AiBotConnection:
+class AiBotConnection(DedupesRepeats):
     """Keeps one authenticated long connection and translates frames both ways."""
 
     bot_id: str
-    secret: str
+    secret: str = field(repr=False)
     handle: Callable[[Event], Awaitable[None]]
     clock: Clock
     url: str = DEFAULT_URL
@@ -62,13 +98,20 @@ class AiBotConnection:
     _response_urls: dict[str, str] = field(default_factory=dict)
 
     async def translate_callback(self, payload: str) -> list[Event]:
-        """The HTTP callback mode: a decrypted JSON message → Events; replies go to its response_url."""
-        body = json.loads(payload)
-        user = (body.get("from") or {}).get("userid", "")
-        chat = body.get("chatid", "") if body.get("chattype") == "group" else user
-        if body.get("response_url"):
-            self._response_urls[chat] = body["response_url"]
-        cmd = "aibot_event_callback" if body.get("msgtype") == "event" else "aibot_msg_callback"
+        """The HTTP callback mode: a decrypted JSON message → Events; replies go to its response_url.
+
+        A stored payload of the wrong shape becomes no Events, logged once (the inbox would retry a failure).
+        """
+        try:
+            body = AiBotCallback.model_validate(parse_json_object(payload))
+        except (BadBody, ValidationError) as exc:
+            log.warning("wecom aibot: skipping a stored callback of the wrong shape (%s)", type(exc).__name__)
+            return []
+        user = body.sender.userid if body.sender else ""
+        chat = body.chatid if body.chattype == "group" else user
+        if body.response_url:
+            self._response_urls[chat] = body.response_url
+        cmd = "aibot_event_callback" if body.msgtype == "event" else "aibot_msg_callback"
         events = self._translate(cmd, "", body)
         self._callbacks.pop(chat, None)  # no req_id to echo over HTTP
         return events
@@ -155,40 +198,45 @@ class AiBotConnection:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             try:
-                frame = json.loads(message.data)
-            except ValueError:
-                log.warning("wecom aibot: ignoring a frame that is not JSON")
+                frame = parse_json_object(message.data)
+            except BadBody:
+                log.warning("wecom aibot: ignoring a frame that is not a JSON object")
                 continue
-            req_id = (frame.get("headers") or {}).get("req_id", "")
+            headers = frame.get("headers")
+            req_id = headers.get("req_id", "") if isinstance(headers, dict) else ""
+            req_id = req_id if isinstance(req_id, str) else ""
             cmd = frame.get("cmd")
             if cmd is None and req_id in self._acks:
                 if not self._acks[req_id].done():
                     self._acks[req_id].set_result(frame)
                 continue
             try:
-                for event in self._translate(cmd, req_id, frame.get("body") or {}):
+                body = AiBotCallback.model_validate(frame.get("body") or {})
+                for event in self._translate(cmd if isinstance(cmd, str) else None, req_id, body):
                     await self.handle(event)
+            except ValidationError:
+                log.warning("wecom aibot: ignoring a %s frame of the wrong shape", cmd)
             except Exception:  # one bad callback must not end the connection
                 log.exception("wecom aibot: callback %s failed", cmd)
             if self.stopped_by_platform:
                 await ws.close()
                 return
 
-    def _translate(self, cmd: str | None, req_id: str, body: dict[str, Any]) -> list[Event]:
+    def _translate(self, cmd: str | None, req_id: str, body: AiBotCallback) -> list[Event]:
         """A callback becomes Events; the req_id is kept so the reply can echo it."""
         now = self.clock.now()
-        user = (body.get("from") or {}).get("userid", "")
-        group = body.get("chattype") == "group"
-        chat = body.get("chatid", "") if group else user
-        if cmd == "aibot_msg_callback" and body.get("msgtype") == "text":
+        user = body.sender.userid if body.sender else ""
+        group = body.chattype == "group"
+        chat = body.chatid if group else user
+        if cmd == "aibot_msg_callback" and body.msgtype == "text" and user and chat:
             self._callbacks[chat] = _Callback(req_id, now, welcome=False)
             return [Event(EventKind.MESSAGE, CHANNEL, user, now, ChatType.GROUP if group else ChatType.DIRECT,
                           chat if group else None,
-                          text=(body.get("text") or {}).get("content", "").replace("@", " ").strip(),
-                          message_id=body.get("msgid"), mentions_bot=group)]
+                          text=(body.text.content if body.text else "").replace("@", " ").strip(),
+                          message_id=body.msgid or None, mentions_bot=group)]
         if cmd == "aibot_event_callback":
-            event_type = (body.get("event") or {}).get("eventtype")
-            if event_type == "enter_chat":
+            event_type = body.event.eventtype if body.event else ""
+            if event_type == "enter_chat" and user:
                 self._callbacks[user] = _Callback(req_id, now, welcome=True)
                 return [Event(EventKind.CONTACT_ADDED, CHANNEL, user, now,
                               profile=Profile(name=user, source="企业微信智能机器人"))]
@@ -205,6 +253,11 @@ class AiBotConnection:
             raise DeliveryError(f"wecom aibot response_url: {exc}") from None
         if int(data.get("errcode", 0)) != 0:
             raise DeliveryError(f"wecom aibot response_url: {data.get('errcode')} {data.get('errmsg', '')}")
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """No frame carries a key the platform dedupes on once the callback's req_id is gone (it lives in
+        memory), so a message is never repeated; other actions send nothing."""
+        return None if action.kind is ActionKind.SAY else FOREVER
 
     async def deliver(self, action: Action) -> None:
         if action.kind is not ActionKind.SAY:
@@ -228,7 +281,9 @@ class AiBotConnection:
             else:
                 ack = await self._request("aibot_send_msg", {"chatid": chat, "msgtype": "markdown",
                                                              "markdown": {"content": action.text}})
-        except (ConnectionError, asyncio.TimeoutError) as exc:
+        except TimeoutError:  # sent, but no ack: the platform may have shown it
+            raise DeliveryInDoubt("wecom aibot: no ack") from None
+        except ConnectionError as exc:
             raise DeliveryError(f"wecom aibot: {exc}") from None
         if ack.get("errcode", 0) != 0:
             raise DeliveryError(f"wecom aibot: {ack.get('errcode')} {ack.get('errmsg', '')}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin"
 TOKEN_INVALID = {40014, 42001}           # invalid / expired access_token
 RETRYABLE = {-1, 45009, 45033}           # system busy, API frequency limit, concurrency limit
+# aiohttp puts the request URL, query included, into some errors (TooManyRedirects, InvalidURL):
+# the query carries corpsecret or access_token, so no error text keeps a query string
+_QUERY = re.compile(r"\?[^\s'\")>]*")
 
 
 class WeComError(Exception):
@@ -39,13 +43,13 @@ class WeComClient:
     """One corp + secret (each WeCom secret has its own token)."""
 
     corp_id: str
-    secret: str
+    secret: str = field(repr=False)
     clock: Clock
     api_base: str = DEFAULT_API_BASE
     timeout: float = 10.0
     attempts: int = 4
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    _token: str | None = None
+    _token: str | None = field(default=None, repr=False)
     _expires: datetime | None = None
     _session: aiohttp.ClientSession | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -88,6 +92,14 @@ class WeComClient:
                     continue
                 raise
 
+    def _scrub(self, text: str) -> str:
+        """Error text without query strings, and without our secret or token should they appear bare."""
+        text = _QUERY.sub("?…", text)
+        for secret in (self.secret, self._token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
                        params: dict[str, str] | None = None) -> dict[str, Any]:
         delay = 0.5
@@ -97,15 +109,16 @@ class WeComClient:
                 async with http.request(method, self.api_base + path, json=body, params=params) as response:
                     data = await response.json(content_type=None)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                error: WeComError = WeComUnavailable(0, f"{type(exc).__name__}: {exc}", path)
+                error: WeComError = WeComUnavailable(0, f"{type(exc).__name__}: {self._scrub(str(exc))}", path)
             else:
                 code = int(data.get("errcode", 0))
                 if code == 0:
                     return data
-                error = WeComError(code, str(data.get("errmsg", "")), path)
+                errmsg = self._scrub(str(data.get("errmsg", "")))
+                error = WeComError(code, errmsg, path)
                 if code not in RETRYABLE:
                     raise error
-                error = WeComUnavailable(code, str(data.get("errmsg", "")), path)
+                error = WeComUnavailable(code, errmsg, path)
             if attempt == self.attempts:
                 raise error
             wait = delay * (1 + random.random())  # jitter: many workers must not retry in step

@@ -1,7 +1,7 @@
 """`adapters.wecom` in config.yaml; the token, AES key and secrets come from the environment only."""
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bot.durations import parse_duration
 
@@ -32,10 +32,11 @@ class WeComSettings(_Strict):
     quotas: WeComQuotas = WeComQuotas()
     aibot_id: str | None = None               # 智能机器人: long connection with SIYU_WECOM_AIBOT_SECRET
     aibot_url: str = DEFAULT_AIBOT_URL
-    aibot_secret: str | None = Field(None, exclude=True)
-    token: str | None = Field(None, exclude=True)
-    encoding_aes_key: str | None = Field(None, exclude=True)
-    secret: str | None = Field(None, exclude=True)
+    # SecretStr: repr() and str() show ******; only the adapter factory unwraps them
+    aibot_secret: SecretStr | None = Field(None, exclude=True)
+    token: SecretStr | None = Field(None, exclude=True)
+    encoding_aes_key: SecretStr | None = Field(None, exclude=True)
+    secret: SecretStr | None = Field(None, exclude=True)
 
     @field_validator("assisted_expiry")
     @classmethod
