@@ -85,7 +85,7 @@ class App:
                                    self.metrics)
         self.transports: dict[str, Transport] = {}  # the one registry; the dispatcher reads it live
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, default_guide=settings.default_guide)
         self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)
         self.specs = tuple(adapters)
         self.adapters: list[Adapter] | None = None  # built on first use

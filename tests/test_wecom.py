@@ -1,6 +1,7 @@
 """WeCom against a fake qyapi on 127.0.0.1: callback crypto, customer contact, assisted sends, 微信客服."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import time
@@ -255,6 +256,44 @@ async def test_45009_backs_off_with_jitter_then_succeeds(start) -> None:  # type
     finally:
         await client.close()
         await fake.close()
+
+
+async def test_a_send_that_got_no_answer_is_not_repeated_by_the_client(start) -> None:  # type: ignore[no-untyped-def]
+    """A timed-out add_msg_template may have queued a task for the guide: asking again would queue a second."""
+    from aiohttp import web
+
+    from bot.clock import VirtualClock
+
+    calls: list[str] = []
+
+    async def token(_request: web.Request) -> web.Response:
+        return web.json_response({"errcode": 0, "access_token": "t", "expires_in": 7200})
+
+    async def slow(request: web.Request) -> web.Response:
+        calls.append(request.path)
+        await asyncio.sleep(1)  # longer than the client waits
+        return web.json_response({"errcode": 0, "msgid": "m1"})
+
+    app = web.Application()
+    app.router.add_get("/cgi-bin/gettoken", token)
+    app.router.add_post("/cgi-bin/externalcontact/add_msg_template", slow)
+    app.router.add_post("/cgi-bin/externalcontact/get_groupmsg_send_result", slow)
+
+    async def no_wait(_seconds: float) -> None:
+        return None
+
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = WeComClient(CORP, "s", VirtualClock(start), f"http://127.0.0.1:{server.port}/cgi-bin", timeout=0.2,
+                             sleep=no_wait)
+        try:
+            with pytest.raises(WeComError):
+                await client.call("/externalcontact/add_msg_template", {"sender": GUIDE}, repeatable=False)
+            assert calls == ["/cgi-bin/externalcontact/add_msg_template"]
+            with pytest.raises(WeComError):  # a read is safe to repeat
+                await client.call("/externalcontact/get_groupmsg_send_result", {"msgid": "m1"})
+            assert calls.count("/cgi-bin/externalcontact/get_groupmsg_send_result") == client.attempts
+        finally:
+            await client.close()
 
 
 def kf_event(token: str = "ENCApHxnGDNAVNY4AaSJKj4Tb5mwsEMzxhFmHVGcra996NR") -> str:

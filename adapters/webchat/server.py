@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
@@ -22,7 +22,7 @@ from adapters.webchat.sessions import Keys, customer_of, new_customer_token
 from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
 from bot.plugin import AdapterStore
-from bot.transport import EventHandler
+from bot.transport import FOREVER, DedupesRepeats, EventHandler
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -50,7 +50,7 @@ class Joined:
     page_role: str  # customer | member | guide
 
 
-class WebChat:
+class WebChat(DedupesRepeats):
     """Serves `/` (the page), `/ws` and the guide login; delivers bot messages to every open socket of a chat."""
 
     channel = CHANNEL
@@ -79,6 +79,10 @@ class WebChat:
         return web.FileResponse(STATIC / "index.html")
 
     # --- bot → page ---
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        """The page drops a message id it has shown, and the history a reconnect brings carries the same ids."""
+        return FOREVER
 
     async def deliver(self, action: Action) -> None:
         key = (action.address.chat_type, action.address.chat_id)

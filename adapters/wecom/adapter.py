@@ -347,7 +347,8 @@ class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats):
     async def _welcome_message(self, code: str, text: str) -> None:
         try:
             await self.client.call("/externalcontact/send_welcome_msg", {"welcome_code": code,
-                                                                         "text": {"content": text}})
+                                                                         "text": {"content": text}},
+                                   repeatable=False)
         except WeComError as exc:
             if exc.errcode != 41051:
                 raise
@@ -371,7 +372,7 @@ class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats):
         await self._check_quotas(customer)
         result = await self.client.call("/externalcontact/add_msg_template", {
             "chat_type": "single", "external_userid": [customer], "sender": guide,
-            "text": {"content": action.text}})
+            "text": {"content": action.text}}, repeatable=False)
         try:
             await self._app_message(guide, "您有一条客户消息待确认发送：请在企业微信「客户联系 → 群发助手」中确认。\n"
                                            f"内容：{action.text[:60]}")

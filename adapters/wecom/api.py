@@ -77,14 +77,17 @@ class WeComClient:
             return self._token
 
     async def call(self, path: str, body: dict[str, Any] | None = None,
-                   params: dict[str, str] | None = None) -> dict[str, Any]:
-        """POST `body` (or GET when None) with the access_token; returns the JSON answer (errcode 0)."""
+                   params: dict[str, str] | None = None, repeatable: bool = True) -> dict[str, Any]:
+        """POST `body` (or GET when None) with the access_token; returns the JSON answer (errcode 0).
+
+        `repeatable=False` for calls the platform would carry out twice (an assisted send, a welcome):
+        one that got no answer is not tried again, since it may have gone through."""
         refreshed = False
         while True:
             token = await self.token()
             try:
                 return await self._request("POST" if body is not None else "GET", path, body,
-                                           {**(params or {}), "access_token": token})
+                                           {**(params or {}), "access_token": token}, repeatable)
             except WeComError as exc:
                 if exc.errcode in TOKEN_INVALID and not refreshed:
                     refreshed = True
@@ -101,7 +104,7 @@ class WeComClient:
         return text
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                       params: dict[str, str] | None = None) -> dict[str, Any]:
+                       params: dict[str, str] | None = None, repeatable: bool = True) -> dict[str, Any]:
         delay = 0.5
         for attempt in range(1, self.attempts + 1):
             try:
@@ -110,6 +113,9 @@ class WeComClient:
                     data = await response.json(content_type=None)
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 error: WeComError = WeComUnavailable(0, f"{type(exc).__name__}: {self._scrub(str(exc))}", path)
+                # not connecting at all is safe to repeat; a request that got no answer may have been done
+                if not repeatable and not isinstance(exc, aiohttp.ClientConnectorError):
+                    raise error from None
             else:
                 code = int(data.get("errcode", 0))
                 if code == 0:
