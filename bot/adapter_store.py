@@ -68,7 +68,6 @@ class AdapterStorage:
     async def staff_identity(self, staff_key: str, channel: str) -> StaffIdentity | None:
         async with self.db.session() as session:
             rows = await repo.staff_identities(session, staff_key)
-        if not rows:
-            return None
+        # only a configured identity on this channel: the engine knows staff by exactly those
         here = next((row for row in rows if row.channel == channel), None)
-        return StaffIdentity(staff_key, here.external_id if here else staff_key, rows[0].name)
+        return StaffIdentity(staff_key, here.external_id, here.name) if here else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from bot.config import Settings
@@ -27,6 +28,9 @@ def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
 MATCH_CHARS = 200  # how much of a message the FAQ matchers read
 
 
+log = logging.getLogger(__name__)
+
+
 class Answers:
     """Decides which FAQ intent a question is; keeps the matchers for the current catalog."""
 
@@ -47,11 +51,19 @@ class Answers:
         return self._understanding
 
     async def refresh(self) -> None:
-        """Rebuild the matchers after the scripts changed; embedding a catalog is CPU work, so in a thread."""
-        if self._understanding is None or self._version != self.library.version:
-            version = self.library.version
+        """Rebuild the matchers after the scripts changed; embedding a catalog is CPU work, so in a thread.
+
+        A catalog the matchers cannot be built from (say, examples that are only punctuation) keeps the
+        previous matchers answering, and is reported once per scripts version."""
+        if self._understanding is not None and self._version == self.library.version:
+            return
+        version = self.library.version
+        try:
             self._understanding = await asyncio.to_thread(build_understanding, self.library.catalog, self.settings)
-            self._version = version
+        except Exception as exc:
+            log.error("faq.yaml: the FAQ matchers cannot be built from this catalog (%s: %s) — the previous "
+                      "answers keep running; fix the examples and run siyu check", type(exc).__name__, exc)
+        self._version = version
 
     async def decide(self, text: str) -> tuple[FaqIntent | None, Decision]:
         """The intent to answer with (None: not sure enough), and the cascade's decision.

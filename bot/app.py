@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -72,7 +73,7 @@ class App:
     """One running siyu: database, scripts, engine, scheduler and delivery, on one clock."""
 
     def __init__(self, settings: Settings, scripts: Path, clock: Clock | None = None,
-                 worker_id: str | None = None, adapters: Sequence[AdapterSpec] = ADAPTERS) -> None:  # type: ignore[type-arg]
+                 worker_id: str | None = None, adapters: Sequence[AdapterSpec[Any]] = ADAPTERS) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.metrics = Metrics()  # this App's own registry: several Apps in one process never collide
@@ -128,7 +129,7 @@ class App:
                     self._to_stop.append(adapter)
         return self.adapters
 
-    def _context(self, spec: AdapterSpec) -> AdapterContext:  # type: ignore[type-arg]
+    def _context(self, spec: AdapterSpec[Any]) -> AdapterContext[Any]:
         channels = {channel for member in self.settings.staff for channel in member.identities}
         return AdapterContext(
             settings=self.settings.adapter_settings(spec.name, spec.settings), handle=self.engine.handle,
@@ -191,14 +192,14 @@ class App:
             self.engine.work_ready.clear()  # before the pass, so a wake-up during it is not lost
             try:
                 await self.tick()
+                if loop.time() >= next_reload and not self._stopping.is_set():
+                    next_reload = loop.time() + reload_every
+                    for problem in await asyncio.to_thread(self.library.reload):
+                        log.error("%s (still running the last good version)", problem)
+                    await self.engine.answers.refresh()
             except Exception:  # keep serving; the outbox keeps the work for the next pass
                 self.metrics.scheduler_failures.inc()
                 log.exception("scheduler pass failed")
-            if loop.time() >= next_reload and not self._stopping.is_set():
-                for problem in await asyncio.to_thread(self.library.reload):
-                    log.error("%s (still running the last good version)", problem)
-                await self.engine.answers.refresh()
-                next_reload = loop.time() + reload_every
             self.heartbeat.started, self.heartbeat.finished = None, loop.time()
             if self._stopping.is_set():
                 break

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ from bot.contacts import ContactLifecycle
 from bot.handoff import HandOff
 from bot.library import ScriptLibrary
 from storage import repo
-from storage.models import Contact
+from storage.models import Contact, TouchLog
 
 # name → BotFather-style description (adapters register these where the platform supports it)
 STAFF_COMMANDS = {
@@ -135,15 +136,16 @@ class GuideCommands:
 
     async def why(self, session: AsyncSession, actor: StaffActor, args: list[str]) -> str:
         contact = await self._customer(session, actor, args, 1)
-        return format_decisions(contact, await repo.recent_decisions(session, contact.id))
+        return format_decisions(contact, await repo.recent_decisions(session, contact.id), self.zone)
 
 
-def format_decisions(contact: Contact, decisions: list | tuple) -> str:  # type: ignore[type-arg]
-    """Newest first: time, journey.step, decision, reason."""
+def format_decisions(contact: Contact, decisions: Sequence[TouchLog], zone: ZoneInfo) -> str:
+    """Newest first: local time (the customer's zone when known), journey.step, decision, reason."""
     if not decisions:
         return f"{contact.name}（#{contact.id}）还没有触达记录"
-    lines = [f"{contact.name}（#{contact.id}）最近的触达决策："]
+    local = ZoneInfo(contact.timezone) if contact.timezone else zone
+    lines = [f"{contact.name}（#{contact.id}）最近的触达决策（{local.key} 时间）："]
     for row in decisions:
-        lines.append(f"{row.at:%Y-%m-%d %H:%M}Z  {row.journey_id}.{row.step_id}  {row.decision}  "
+        lines.append(f"{row.at.astimezone(local):%Y-%m-%d %H:%M}  {row.journey_id}.{row.step_id}  {row.decision}  "
                      f"{row.reason} — {row.detail}")
     return "\n".join(lines)

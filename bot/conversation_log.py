@@ -35,3 +35,14 @@ def note_to(session: AsyncSession, channel: str, chat_id: str, contact_id: int |
     """Queue a message from the bot to a person in a 1v1 chat (a guide's note)."""
     repo.add_message(session, channel=channel, chat_type=ChatType.DIRECT.value, chat_id=chat_id, direction="out",
                      sender_role="bot", sender_id="bot", contact_id=contact_id, text=text, created_at=now)
+
+
+async def note_to_guide(session: AsyncSession, guide_key: str | None, channel: str, contact_id: int | None,
+                        text: str, now: datetime) -> bool:
+    """Queue a note to a guide, on `channel` when the guide is there; False when there is no guide to tell."""
+    identities = list(await repo.staff_identities(session, guide_key)) if guide_key else []
+    if not identities:
+        return False
+    target = next((s for s in identities if s.channel == channel), identities[0])
+    note_to(session, target.channel, target.external_id, contact_id, text, now)
+    return True

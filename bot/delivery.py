@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import DeliveryRate
-from bot.conversation_log import note_to
+from bot.conversation_log import note_to_guide
 from bot.events import Action, ActionKind, Address, ChatType
 from bot.metrics import Metrics
 from bot.ratelimit import TokenBucket
@@ -101,6 +101,18 @@ class Dispatcher:
             if len(batch) < limit:
                 return delivered
 
+    @staticmethod
+    async def _hand_over(transport: Transport, action: Action) -> Pending | None:
+        """The platform call; an adapter's own bug becomes a failure of this message, never of the batch."""
+        try:
+            return await transport.deliver(action)
+        except DeliveryError:
+            raise
+        except Exception as exc:  # the call may have reached the platform before the adapter failed
+            log.error("the %s adapter failed on message %s (%s)", action.address.channel, action.ref,
+                      type(exc).__name__)
+            raise DeliveryInDoubt(f"{type(exc).__name__} in the {action.address.channel} adapter") from None
+
     async def _deliver(self, message: Message) -> int:
         values: dict[str, object]
         transport = self.transports[message.channel]
@@ -132,7 +144,7 @@ class Dispatcher:
             if not ours:  # our claim ran out during a long batch and another worker has the message
                 return 0
         try:
-            receipt = await transport.deliver(action)
+            receipt = await self._hand_over(transport, action)
             if isinstance(receipt, Pending):  # a guide must confirm it on the platform; the touch waits for that
                 values = {"platform_ref": receipt.platform_ref, "awaiting_until": receipt.expires_at,
                           "delivery_claimed_until": receipt.expires_at}
@@ -184,11 +196,7 @@ class Dispatcher:
         when the guide is there."""
         contact = await session.get(Contact, message.contact_id) if message.contact_id is not None else None
         key = (contact.guide_key if contact is not None else None) or self.default_guide
-        identities = list(await repo.staff_identities(session, key)) if key else []
-        if not identities:
-            return False
         channel = contact.channel if contact is not None else message.channel
-        target = next((s for s in identities if s.channel == channel), identities[0])
         if contact is None:
             about = f"发往 {message.channel} 会话 {message.chat_id} "
         elif (message.channel, message.chat_id) == (contact.channel, contact.external_id):
@@ -196,9 +204,8 @@ class Dispatcher:
         else:
             about = f"关于 {contact.name}（#{contact.id}）发给 {message.chat_id} "
         text = message.text if len(message.text) <= NOTE_EXCERPT else message.text[:NOTE_EXCERPT] + "…"
-        note_to(session, target.channel, target.external_id, message.contact_id,
-                IN_DOUBT_NOTE.format(about=about, text=text), self.clock.now())
-        return True
+        return await note_to_guide(session, key, channel, message.contact_id,
+                                   IN_DOUBT_NOTE.format(about=about, text=text), self.clock.now())
 
     async def _finish_touch(self, message: Message, status: TouchStatus, reason: str) -> None:
         """Settle the touch of a message that waited for a guide; other touches are already final."""

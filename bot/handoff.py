@@ -7,9 +7,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.conversation_log import note_to
+from bot.conversation_log import note_to_guide
 from bot.metrics import Metrics
-from storage import repo
 from storage.models import Contact
 
 log = logging.getLogger(__name__)
@@ -53,10 +52,6 @@ class HandOff:
 
     async def notify_guide(self, session: AsyncSession, contact: Contact, text: str, now: datetime) -> None:
         """Send a note to the customer's guide, on the customer's channel when the guide is there."""
-        key = contact.guide_key or self.default_guide
-        identities = list(await repo.staff_identities(session, key)) if key else []
-        if not identities:
+        if not await note_to_guide(session, contact.guide_key or self.default_guide, contact.channel, contact.id,
+                                   text, now):
             log.warning("no guide to notify for contact %s", contact.id)
-            return
-        target = next((s for s in identities if s.channel == contact.channel), identities[0])
-        note_to(session, target.channel, target.external_id, contact.id, text, now)

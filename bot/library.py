@@ -74,11 +74,13 @@ class ScriptLibrary:
         """
         problems: list[Problem] = []
         changed = False
+        # built aside and swapped in at the end: the event loop reads the files while this thread works
+        files = dict(self._files)
         if not self.root.is_dir():
             problems.append(Problem(str(self.root), 1, "scripts directory not found — pass --scripts DIR"))
         sources = self._sources()
-        for gone in set(self._files) - set(sources):
-            del self._files[gone]
+        for gone in set(files) - set(sources):
+            del files[gone]
             changed = True
         self._checked = {path: mtime for path, mtime in self._checked.items() if path in sources}
         due: list[tuple[Path, float]] = []
@@ -97,12 +99,13 @@ class ScriptLibrary:
             problems += file_problems
             self._checked[path] = mtime
             if loaded is not None:
-                self._files[path] = loaded
+                files[path] = loaded
                 changed = True
-            elif path in self._files:  # keep serving the old version
+            elif path in files:  # keep serving the old version
                 log.error("%s is broken; still running its last good version", self._display(path))
-        problems += self._cross_file_problems()
+        problems += self._cross_file_problems(files)
         if changed:
+            self._files = files
             self.version += 1
         self.problems = problems
         return problems
@@ -121,10 +124,10 @@ class ScriptLibrary:
             return None, problems
         return _Loaded(journey=parsed.journey, catalog=parsed.catalog, guard=parsed.guard), []
 
-    def _cross_file_problems(self) -> list[Problem]:
+    def _cross_file_problems(self, files: dict[Path, _Loaded]) -> list[Problem]:
         owners: dict[str, str] = {}
         problems = []
-        for path, loaded in sorted(self._files.items()):
+        for path, loaded in sorted(files.items()):
             if loaded.journey is None:
                 continue
             other = owners.get(loaded.journey.id)

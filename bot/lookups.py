@@ -40,7 +40,8 @@ async def why(app: App, customer: str, limit: int) -> str:
         contact = await repo.find_contact(session, customer)
         if contact is None:
             raise UnknownCustomer(customer)
-        return format_decisions(contact, await repo.recent_decisions(session, contact.id, limit))
+        return format_decisions(contact, await repo.recent_decisions(session, contact.id, limit),
+                                ZoneInfo(app.settings.policy.timezone))
 
 
 async def guard_log(app: App, limit: int) -> list[str]:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.conditions import ConditionError
 from bot.config import Settings
-from bot.conversation_log import note_to
+from bot.conversation_log import note_to_guide
 from bot.enrolment import JourneyRunner
 from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
@@ -268,15 +268,12 @@ class Scheduler:
         told = (key or "", journey.id, step.id, self.library.version)
         if key is None or told in self._told:
             return
-        identities = list(await repo.staff_identities(session, key))
-        if not identities:
+        text = (f"【话术出错】「{journey.title}」的步骤 {step.id} 出错，发给 {contact.name}（#{contact.id}）的这条消息"
+                f"已取消，其他顾客照常发送。请运营修改 {where} 后运行 siyu check；同一步骤不再逐条提醒。")
+        if await note_to_guide(session, key, contact.channel, contact.id, text, now):
+            self._told.add(told)
+        else:
             log.warning("no guide to tell about the script error for contact %s", contact.id)
-            return
-        self._told.add(told)
-        target = next((s for s in identities if s.channel == contact.channel), identities[0])
-        note_to(session, target.channel, target.external_id, contact.id,
-                f"【话术出错】「{journey.title}」的步骤 {step.id} 出错，发给 {contact.name}（#{contact.id}）的这条消息"
-                f"已取消，其他顾客照常发送。请运营修改 {where} 后运行 siyu check；同一步骤不再逐条提醒。", now)
 
     async def _after(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                      journey: Journey, step: Step, now: datetime) -> None:

@@ -37,7 +37,8 @@ class Database:
                 kwargs["poolclass"] = StaticPool  # one shared in-memory database
             else:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        # hide_parameters: a database error's text never carries customers' words into a log
+        self.engine: AsyncEngine = create_async_engine(url, hide_parameters=True, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.session: async_sessionmaker[AsyncSession] = async_sessionmaker(

@@ -26,7 +26,7 @@ def test_console_chat_as_customer_then_guide(tmp_path: Path) -> None:
     assert "siyu → 顾客: 问候：访客您好，我是测试品牌的小美" in out
     assert "siyu → 顾客: 答·运费：测试订单满 99 元包邮" in out
     assert "（现在是导购）" in out
-    assert "siyu → 导购: 访客（#1）最近的触达决策：" in out
+    assert "siyu → 导购: 访客（#1）最近的触达决策（Asia/Shanghai 时间）：" in out
 
 
 def test_trigger_and_why_from_the_command_line(tmp_path: Path) -> None:

@@ -175,8 +175,9 @@ async def test_why_lists_decisions_newest_first(harness: Harness) -> None:
         contact = await repo.find_contact(session, "w")
         rows = await repo.recent_decisions(session, contact.id)
     from bot.commands import format_decisions
-    lines = format_decisions(contact, rows).splitlines()
-    assert lines[0] == "问原因（#1）最近的触达决策："
+    lines = format_decisions(contact, rows, SHANGHAI).splitlines()
+    assert lines[0] == "问原因（#1）最近的触达决策（Asia/Shanghai 时间）："
+    assert lines[2].startswith("2026-03-03 10:15")  # the customer's local time, as the guide reads it
     assert "new_customer.group_invite  skipped  condition_false" in lines[1]
     assert "new_customer.day1_care  sent  ok" in lines[2]
     assert "new_customer.greeting  sent  reply" in lines[3]

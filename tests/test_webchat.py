@@ -5,7 +5,6 @@ The helpers here (`site`, `client`, `join`, `log_in`, `next_of`) are shared with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +41,8 @@ async def site(db_url: str, start) -> AsyncIterator[Site]:  # type: ignore[no-un
     loop_task = asyncio.create_task(h.app.run_forever())
     async with TestClient(TestServer(web_app, host="127.0.0.1")) as test_client:
         yield Site(h, test_client)
-    loop_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await loop_task
+    h.app.request_stop()  # as SIGTERM does: the pass in progress finishes, no transaction is cut off
+    await asyncio.wait_for(loop_task, timeout=60)
     await h.close()
 
 

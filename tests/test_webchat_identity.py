@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.inbound import cut_note
 from bot.staff_accounts import MAX_FAILURES_PER_CLIENT, MAX_FAILURES_PER_STAFF, StaffAccounts
-from storage.models import Contact, KeyValue, Message, StaffCredential
+from storage.models import Contact, KeyValue, Message, Staff, StaffCredential
 from tests.conftest import ROOT
 from tests.harness import CONFIG, SCRIPTS
 from tests.test_webchat import GUIDE_PASSWORD, Site, client, join, log_in, next_of, site  # noqa: F401
@@ -365,4 +365,27 @@ async def test_a_long_message_is_cut_by_the_one_cap_with_its_note(site: Site) ->
         stored = await session.scalar(select(Message.text).where(Message.direction == "in",
                                                                  Message.text.startswith("长")))
     assert stored == "长" * limit + "\n" + cut_note(limit)  # cut once, where every channel is cut, and said so
+    await ws.close()
+
+
+async def test_a_guide_without_a_web_chat_identity_cannot_log_in_to_the_page(site: Site) -> None:
+    """The engine knows staff by their configured identities, so a login as anyone else would be a customer."""
+    async with site.harness.app.db.session() as session, session.begin():
+        session.add(Staff(key="ahua", channel="test", external_id="guide-ahua", name="阿华"))  # no webchat id
+    await StaffAccounts(site.harness.app.db, site.harness.clock, known={"ahua"}).set_password("ahua", GUIDE_PASSWORD)
+    assert await log_in(site.client, "ahua", GUIDE_PASSWORD) == 401
+    assert await log_in(site.client, "xiaomei", GUIDE_PASSWORD) == 200
+
+
+async def test_one_socket_cannot_become_many_customers(site: Site) -> None:
+    """Joining again and again without a session on one connection is one customer, not a flood of them."""
+    ws = await site.client.ws_connect("/ws")
+    sessions = set()
+    for n in range(5):
+        await ws.send_json({"type": "join", "role": "customer", "name": f"刷屏{n}"})
+        sessions.add((await next_of(ws, "joined"))["session"])
+    assert len(sessions) == 1
+    async with site.harness.app.db.session() as session:
+        count = await session.scalar(select(func.count()).select_from(Contact))
+    assert count == 1
     await ws.close()

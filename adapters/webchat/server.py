@@ -5,6 +5,7 @@ signed session the page keeps, guides from the login cookie (see sessions.py and
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -65,6 +66,7 @@ class WebChat(DedupesRepeats):
         self.login = StaffLogin(store, clock, self.keys)
         self._sockets: dict[tuple[ChatType, str], set[web.WebSocketResponse]] = defaultdict(set)
         self._who: dict[web.WebSocketResponse, Joined] = {}
+        self._minted: dict[web.WebSocketResponse, tuple[str, str]] = {}  # the one new customer a socket made
         self._names: dict[str, str] = {}  # customer id → display name, as far as this process knows
         # this page is the platform for the demo group, so it enforces what the guard decides
         self._muted_until: dict[tuple[str, str], datetime] = {}
@@ -137,7 +139,7 @@ class WebChat(DedupesRepeats):
                     log.debug("web chat frame failure", exc_info=True)
                     await _error(ws, FAILED)
         finally:
-            self._leave(ws)
+            self._leave(ws, closing=True)
         return ws
 
     async def _on_frame(self, request: web.Request, ws: web.WebSocketResponse, frame: JoinFrame | SayFrame) -> None:
@@ -150,7 +152,9 @@ class WebChat(DedupesRepeats):
             return
         await self._say(joined, frame)
 
-    def _leave(self, ws: web.WebSocketResponse) -> None:
+    def _leave(self, ws: web.WebSocketResponse, closing: bool = False) -> None:
+        if closing:
+            self._minted.pop(ws, None)
         joined = self._who.pop(ws, None)
         if joined is not None:
             self._sockets[joined.chat].discard(ws)
@@ -170,7 +174,7 @@ class WebChat(DedupesRepeats):
             if not name:
                 await _error(ws, NEED_NAME)
                 return
-            customer, session = await self._customer(frame.session)
+            customer, session = await self._customer(ws, frame.session)
             if frame.role == "member":
                 if (self.demo_group, customer) in self._removed:
                     await _error(ws, REMOVED)
@@ -189,15 +193,25 @@ class WebChat(DedupesRepeats):
         self._sockets[joined.chat].add(ws)
         await self._send_history(ws, joined, session)
         if event is not None:
-            await self.handle(event)
+            await self._apply(event)
 
-    async def _customer(self, token: str | None) -> tuple[str, str]:
-        """(customer id, token) the page proved with `token`, or a new customer when it proved nothing."""
+    async def _apply(self, event: Event) -> None:
+        """Hand an event to the engine; a socket that closes meanwhile (or a server shutting down) cancels
+        this handler, and must not cut the engine's transaction off halfway."""
+        await asyncio.shield(self.handle(event))
+
+    async def _customer(self, ws: web.WebSocketResponse, token: str | None) -> tuple[str, str]:
+        """(customer id, token) the page proved with `token`, or a new customer when it proved nothing.
+
+        A socket mints at most one new customer: rejoining without a session on the same socket is the
+        same person, so one connection cannot become hundreds of customers (each with a hand-off note)."""
         signer = await self.keys.signer()
         customer = customer_of(signer, token)
         # a customer id is random with a prefix no staff identity needs; should one ever be staff, start afresh
         if customer is None or token is None or await self.store.is_staff(CHANNEL, customer):
-            return new_customer_token(signer)
+            if ws not in self._minted:
+                self._minted[ws] = new_customer_token(signer)
+            return self._minted[ws]
         return customer, token
 
     async def _remember_name(self, customer: str, name: str) -> None:
@@ -241,7 +255,7 @@ class WebChat(DedupesRepeats):
                                                 "text": text, "at": now.isoformat()}, sender=joined.identity)
         mentions = "@bot" in text or "@机器人" in text or frame.mention
         text = text.replace("@bot", "").replace("@机器人", "").strip() or text
-        await self.handle(Event(EventKind.MESSAGE, CHANNEL, joined.identity, now, chat_type,
+        await self._apply(Event(EventKind.MESSAGE, CHANNEL, joined.identity, now, chat_type,
                                 chat_id if chat_type is ChatType.GROUP else None, text=text,
                                 message_id=message_id, sender_role=joined.role, mentions_bot=mentions,
                                 profile=Profile(name=joined.name)))

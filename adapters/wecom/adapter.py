@@ -374,8 +374,9 @@ class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats):
             "chat_type": "single", "external_userid": [customer], "sender": guide,
             "text": {"content": action.text}}, repeatable=False)
         try:
-            await self._app_message(guide, "您有一条客户消息待确认发送：请在企业微信「客户联系 → 群发助手」中确认。\n"
-                                           f"内容：{action.text[:60]}")
+            # the message number keeps two reminders with the same text apart (WeCom drops repeats to a member)
+            await self._app_message(guide, f"您有一条客户消息待确认发送（编号 {action.ref}）：请在企业微信"
+                                           f"「客户联系 → 群发助手」中确认。\n内容：{action.text[:60]}")
         except (DeliveryError, WeComError) as exc:  # the task exists: failing now would queue it a second time
             log.warning("wecom: could not remind guide %s of an assisted send: %s", guide, exc)
         return Pending(str(result.get("msgid", "")), self.clock.now() + self.assisted_expiry)
