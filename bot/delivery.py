@@ -151,8 +151,9 @@ class Dispatcher:
             else:
                 values = {"delivered_at": self.clock.now(), "delivery_claimed_until": None}
                 self.metrics.observe_delivery(message.channel, message.created_at, self.clock.now())
-                # an assisted channel may still deliver directly (a welcome code, an app message)
-                await self._finish_touch(message, TouchStatus.SENT, "delivered")
+                if isinstance(transport, ConfirmsPending):  # elsewhere the touch is final already
+                    # an assisted channel may still deliver directly (a welcome code, an app message)
+                    await self._finish_touch(message, TouchStatus.SENT, "delivered")
             sent = 1
         except DeliveryError as exc:
             if isinstance(exc, DeliveryInDoubt) and not may_repeat(started, window, self.clock.now()):

@@ -17,6 +17,7 @@ from bot.clock import VirtualClock
 from bot.config import Settings
 from bot.events import Action, Event, EventKind, Profile
 from bot.scheduler import TouchOutcome
+from bot.transport import FOREVER, DedupesRepeats
 from storage.models import Contact, Enrolment, Message
 from storage.repo import next_due_at
 
@@ -50,10 +51,13 @@ class SimCustomer:
     lines: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _SimTransport:
+class _SimTransport(DedupesRepeats):
     """Accepts every delivery; the transcript is read from storage and scheduler outcomes."""
 
     channel = CHANNEL
+
+    def repeat_window(self, action: Action) -> timedelta | None:
+        return FOREVER  # nothing reaches a person: a repeat changes nothing
 
     async def deliver(self, action: Action) -> None:
         return None

@@ -69,9 +69,10 @@ async def move(session: AsyncSession, where: ColumnElement[bool], sources: Itera
     if target in FINISHED or target is TouchStatus.PENDING:
         values.setdefault("claimed_by", None)
         values.setdefault("claimed_until", None)
+    # no session sync: callers read the row again when they need its new state, and skip a SELECT per move
     result = await session.execute(
         update(Touch).where(where, Touch.status.in_(previous)).values(status=target, **values)
-        .returning(Touch.id).execution_options(synchronize_session="fetch"))
+        .returning(Touch.id).execution_options(synchronize_session=False))
     return list(result.scalars().all())
 
 
