@@ -156,11 +156,6 @@ def redact_secrets(values: Iterable[str]) -> None:
     _redactor.add(values)
 
 
-def redact(text: str) -> str:
-    """The same cleaning the log records get, for text that leaves the process another way."""
-    return _redactor(text)
-
-
 def configure(level: int = logging.INFO, log_format: LogFormat = "text", pii: bool = False,
               stream: TextIO | None = None) -> logging.Handler:
     """The root handler in the chosen format, redaction on, and the URL-printing HTTP loggers quiet."""

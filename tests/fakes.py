@@ -281,6 +281,8 @@ class FakeAiBotGateway(LocalServer):
     secret: str = "aibotsecret"
     frames: list[dict[str, Any]] = field(default_factory=list)
     subscribes: int = 0
+    unanswered: dict[str, int] = field(default_factory=dict)  # cmd → how many of its next frames get no ack
+    swallowed: list[dict[str, Any]] = field(default_factory=list)  # the frames taken without an ack
     server: TestServer | None = None
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -316,6 +318,10 @@ class FakeAiBotGateway(LocalServer):
             frame = json.loads(message.data)
             self.frames.append(frame)
             self._changed.set()
+            if self.unanswered.get(frame.get("cmd", ""), 0) > 0:
+                self.unanswered[frame["cmd"]] -= 1
+                self.swallowed.append(frame)  # taken by the platform; the answer is lost on the way back
+                continue
             ack: dict[str, Any] = {"headers": frame["headers"], "errcode": 0, "errmsg": "ok"}
             if frame.get("cmd") == "aibot_subscribe":
                 self.subscribes += 1

@@ -10,15 +10,11 @@ same attack at scale, with random kill times.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp import web
 from sqlalchemy import select, update
 
 from adapters.wecom.adapter import APP_DUPLICATE_CHECK
@@ -223,28 +219,8 @@ async def test_wecom_assisted_send_is_not_queued_twice_when_the_reminder_fails(w
 
 # --- a call that gets no answer is in doubt too -------------------------------------------------------
 
-@dataclass
-class SilentOnceGateway(FakeAiBotGateway):
-    """The AI bot gateway takes the next proactive message but never acknowledges it."""
-
-    swallowed: list[dict[str, Any]] = field(default_factory=list)
-
-    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(timeout=0.5)
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        async for message in ws:
-            frame = json.loads(message.data)
-            self.frames.append(frame)
-            if frame.get("cmd") == "aibot_send_msg" and not self.swallowed:
-                self.swallowed.append(frame)  # shown to the user; the answer is lost on the way back
-                continue
-            await ws.send_json({"headers": frame["headers"], "errcode": 0, "errmsg": "ok"})
-        return ws
-
-
 async def test_ai_bot_message_without_an_ack_is_in_doubt_not_sent_twice(tmp_path: Path, start: datetime) -> None:
-    gateway = SilentOnceGateway()
+    gateway = FakeAiBotGateway(unanswered={"aibot_send_msg": 1})  # takes the next one, never acknowledges it
     url = await gateway.start()
     staff = ({"id": "xiaomei", "name": "小美", "identities": {"wecom_aibot": "xiaomei.li"}},)
     h = await Harness.create(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}", start, SCRIPTS, staff=staff)

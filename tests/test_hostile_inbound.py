@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from adapters.telegram.adapter import TelegramAdapter
 from adapters.wecom import AIBOT_CALLBACK
-from adapters.wecom.crypto import WeComCrypto, signature
+from adapters.wecom.crypto import WeComCrypto
 from bot.app import MAX_REQUEST_BYTES, build_web_app
 from bot.clock import VirtualClock
 from bot.config_loader import load_config
@@ -34,13 +34,11 @@ from bot.problems import ScriptError
 from storage import repo
 from storage.models import Contact, InboxItem, Message
 from tests.conftest import ROOT
-from tests.fakes import FakeQyapi, FakeTelegram, tg_private
+from tests.fakes import FakeTelegram, tg_private
 from tests.harness import CONFIG, SCRIPTS, Harness
+from tests.test_wecom import AES_KEY, TOKEN, wecom_world
+from tests.test_wecom import WeComWorld as BaseWeComWorld
 
-TOKEN = "callbacktoken"
-AES_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"  # 43 characters, as WeCom issues them
-CORP = "wwcorp0001"
-WECOM_GUIDE = "guide01"
 TG_GUIDE = 500
 HOOK_SECRET = "hook_s3cret-0123456789"
 WEBHOOK_URL = "https://bot.example.com/telegram/webhook"
@@ -64,33 +62,24 @@ BAD_BODIES = [
 
 # --- WeCom: the app callback and the AI bot callback --------------------------------------------
 
-class WeComWorld:
-    def __init__(self, h: Harness, fake: FakeQyapi, client: TestClient) -> None:
-        self.h, self.fake, self.client = h, fake, client
-        self.app_crypto = WeComCrypto(TOKEN, AES_KEY, CORP)
-        self.bot_crypto = WeComCrypto(TOKEN, AES_KEY, "")  # the AI bot signs with an empty receive id
+class WeComWorld(BaseWeComWorld):
+    """The WeCom world of test_wecom, plus raw bodies and the AI bot's JSON callback."""
 
-    def signed(self, encrypt: str) -> dict[str, str]:
-        ts = str(int(self.h.clock.now().timestamp()))
-        return {"msg_signature": signature(TOKEN, ts, "n1", encrypt), "timestamp": ts, "nonce": "n1"}
+    def __init__(self, base: BaseWeComWorld) -> None:
+        super().__init__(base.h, base.fake, base.client)
+        self.bot_crypto = WeComCrypto(TOKEN, AES_KEY, "")  # the AI bot signs with an empty receive id
 
     async def post_raw(self, path: str, body: bytes, content_type: str,
                        params: dict[str, str] | None = None) -> int:
-        response = await self.client.post(path, params=self.signed("abc") if params is None else params, data=body,
+        response = await self.client.post(path, params=self.query("abc") if params is None else params, data=body,
                                           headers={"Content-Type": content_type})
         return response.status
 
     async def post_bot_message(self, message: dict[str, Any]) -> int:
         encrypt = self.bot_crypto.encrypt(json.dumps(message))
-        response = await self.client.post("/wecom/aibot/callback", params=self.signed(encrypt),
+        response = await self.client.post("/wecom/aibot/callback", params=self.query(encrypt),
                                           data=json.dumps({"encrypt": encrypt}),
                                           headers={"Content-Type": "application/json"})
-        return response.status
-
-    async def post_app_xml(self, inner: str) -> int:
-        encrypt = self.app_crypto.encrypt(inner)
-        body = f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-        response = await self.client.post("/wecom/callback", params=self.signed(encrypt), data=body)
         return response.status
 
     async def inbox_rows(self) -> list[InboxItem]:
@@ -100,19 +89,8 @@ class WeComWorld:
 
 @pytest.fixture
 async def wecom(db_url: str, start) -> AsyncIterator[WeComWorld]:  # type: ignore[no-untyped-def]
-    fake = FakeQyapi()
-    api = await fake.start()
-    settings = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
-                "agent_id": "1000002", "api_base": api, "aibot_id": "aibot001"}
-    h = await Harness.create(db_url, start, SCRIPTS,
-                             staff=({"id": "xiaomei", "name": "小美", "identities": {"wecom": WECOM_GUIDE}},),
-                             adapters={"webchat": {"enabled": False}, "wecom": settings})
-    try:
-        async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
-            yield WeComWorld(h, fake, client)
-    finally:
-        await h.close()
-        await fake.close()
+    async with wecom_world(db_url, start, wecom_extra={"aibot_id": "aibot001"}) as base:
+        yield WeComWorld(base)
 
 
 @pytest.mark.parametrize("path", ["/wecom/callback", "/wecom/aibot/callback"])
@@ -151,7 +129,7 @@ async def test_an_object_where_a_msgid_belongs_is_a_400(wecom: WeComWorld) -> No
     assert await wecom.post_bot_message({**message, "msgid": "m\u0000\ud800"}) == 400  # PostgreSQL refuses NUL
     long_id = ("<xml><ToUserName>wwcorp0001</ToUserName><FromUserName>guide01</FromUserName><MsgType>text</MsgType>"
                f"<Content>/help</Content><MsgId>{'9' * 500}</MsgId></xml>")
-    assert await wecom.post_app_xml(long_id) == 400
+    assert await wecom.post(long_id) == 400
     assert await wecom.inbox_rows() == []
     assert await wecom.post_bot_message({**message, "msgid": "ok-1"}) == 200  # the same message, well formed
 

@@ -60,13 +60,13 @@ class WeComWorld:
 
 
 @contextlib.asynccontextmanager
-async def wecom_world(db_url: str, start: datetime, scripts: Path = SCRIPTS, **overrides: Any
-                      ) -> AsyncIterator[WeComWorld]:
+async def wecom_world(db_url: str, start: datetime, scripts: Path = SCRIPTS, wecom_extra: dict[str, Any] | None = None,
+                      **overrides: Any) -> AsyncIterator[WeComWorld]:
     """siyu configured for a WeCom corp whose qyapi is a fake server, with its callback served."""
     fake = FakeQyapi()
     api = await fake.start()
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
-             "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
+             "agent_id": "1000002", "api_base": api, "timestamp_window": 300, **(wecom_extra or {})}
     h = await Harness.create(db_url, start, scripts, staff=STAFF,
                              adapters={"webchat": {"enabled": False}, "wecom": wecom}, **overrides)
     try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from adapters.webchat.settings import WebchatSettings
 from bot.plugin import Adapter, AdapterContext, AdapterSpec
 
+CHANNEL = "webchat"
+
 
 def build(context: AdapterContext[WebchatSettings]) -> Adapter | None:
     if not context.settings.enabled:

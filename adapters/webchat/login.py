@@ -11,13 +11,19 @@ import logging
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from adapters.webchat import CHANNEL
 from adapters.webchat.frames import storable
-from adapters.webchat.sessions import STAFF_COOKIE, STAFF_SESSION, Keys, staff_cookie, staff_session
+from adapters.webchat.sessions import (
+    STAFF_COOKIE,
+    STAFF_SESSION,
+    Keys,
+    staff_cookie,
+    staff_session,
+)
 from bot.clock import Clock
 from bot.plugin import AdapterStore, LoginResult, StaffIdentity
 
 log = logging.getLogger(__name__)
-CHANNEL = "webchat"
 
 WRONG = "工号或密码不对"
 THROTTLED = "登录失败次数太多，请 15 分钟后再试"

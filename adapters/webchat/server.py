@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import WSMsgType, web
 from pydantic import SecretStr
 
+from adapters.webchat import CHANNEL
 from adapters.webchat.frames import FrameError, JoinFrame, SayFrame, parse_frame
 from adapters.webchat.login import StaffLogin
 from adapters.webchat.sessions import Keys, customer_of, new_customer_token
@@ -27,7 +28,6 @@ from bot.transport import FOREVER, DedupesRepeats, EventHandler
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
-CHANNEL = "webchat"
 MAX_FRAME_BYTES = 1024 * 1024  # the protocol's cap: a bigger frame closes the socket (1009)
 MAX_NAME = 64
 MESSAGE_ID_WIDTH = 191  # processed_inbound.message_id; a longer id would be dropped as unstorable
