@@ -6,6 +6,7 @@ from datetime import datetime
 
 from bot.clock import Clock
 from bot.events import ChatType
+from bot.guard_history import visible_history
 from bot.plugin import HistoryLine, LoginResult, StaffIdentity
 from bot.staff_accounts import StaffAccounts
 from storage import repo
@@ -47,13 +48,18 @@ class AdapterStorage:
     async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]:
         async with self.db.session() as session:
             rows = await repo.conversation(session, channel, chat_type.value, chat_id)
-        return [HistoryLine(ref=str(m.id) if m.direction == "out" else f"in:{m.id}",
-                            sender="bot" if m.sender_role == "bot" else m.sender_id, text=m.text, at=m.created_at)
-                for m in rows]
+        return visible_history(rows)  # what the chat showed: deleted messages stay gone
 
     async def is_staff(self, channel: str, external_id: str) -> bool:
         async with self.db.session() as session:
             return await repo.staff_by_identity(session, channel, external_id) is not None
+
+    async def staff_name(self, channel: str, sender_id: str) -> str | None:
+        async with self.db.session() as session:
+            staff = await repo.staff_by_identity(session, channel, sender_id)
+            # a guide with no identity on this channel replies from the console under their config id
+            rows = [staff] if staff is not None else await repo.staff_identities(session, sender_id)
+        return rows[0].name if rows else None
 
     async def keep_value(self, key: str, value: str) -> str:
         async with self.db.session() as session, session.begin():

@@ -4,12 +4,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
 from bot.library import ScriptLibrary
 from bot.metrics import Metrics
 from intents.cascade import Decision, Thresholds, Understanding
 from intents.catalog import Catalog, FaqIntent
+from storage.llm_calls import record_llm_call
+from storage.models import Message
 
 
 def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
@@ -22,7 +28,8 @@ def build_understanding(catalog: Catalog, settings: Settings) -> Understanding:
         llm = LlmClassifier(catalog, llm_settings.base_url, llm_settings.model,
                             os.environ.get(llm_settings.api_key_env, ""), llm_settings.timeout_seconds)
     thresholds = Thresholds(faq.fuzzy_answer, faq.semantic_answer, faq.llm_floor, faq.llm_accept)
-    return Understanding(catalog, thresholds, faq.semantic, llm)
+    cache = Path(faq.embedding_cache) if faq.embedding_cache else None
+    return Understanding(catalog, thresholds, faq.semantic, llm, embed_chars=faq.embed_chars, cache_dir=cache)
 
 
 MATCH_CHARS = 200  # how much of a message the FAQ matchers read
@@ -70,11 +77,31 @@ class Answers:
 
         Only the start of a message is matched: an FAQ question is short, and the semantic tier's cost
         grows with length (seconds at a few thousand characters)."""
-        decision = await self.understanding.decide(text[:MATCH_CHARS])
+        question = text[:MATCH_CHARS]
+        understanding = self.understanding
+        # a near-exact wording is answered by the fuzzy tier whatever the others score, so the semantic
+        # tier (milliseconds of Python holding the GIL, on every message) runs only when fuzzy is unsure
+        fuzzy = await asyncio.to_thread(understanding.fuzzy.top, question, understanding.top_k)
+        decision = await understanding.decide_from(question, fuzzy, [], understanding.thresholds, use_llm=False)
+        if decision.tier != "fuzzy":
+            decision = await understanding.decide(question)
         self.metrics.faq_decisions.labels(decision.tier).inc()
         intent = self.library.catalog.get(decision.intent) if decision.intent else None
         return intent, decision
 
+    @staticmethod
+    async def record_llm(session: AsyncSession, question: Message, decision: Decision, at: datetime) -> None:
+        """Store the LLM tier's call behind `decision`, if it made one (in the event's transaction)."""
+        asked = decision.llm
+        if asked is not None:
+            await record_llm_call(session, question, asked.model, asked.latency_ms, asked.intent, asked.confidence,
+                                  asked.failure, decision.tier == "llm", at)
+
     @property
     def handoff_reply(self) -> str:
         return self.library.catalog.handoff_reply
+
+    @property
+    def ack_reply(self) -> str:
+        """faq.yaml's light reply to 「好的」「👍」; empty: the bot says nothing."""
+        return self.library.catalog.ack_reply

@@ -25,19 +25,27 @@ from bot.adapter_store import AdapterStorage
 from bot.clock import Clock, SystemClock
 from bot.commands import STAFF_COMMANDS
 from bot.config import Settings
-from bot.delivery import Dispatcher
+from bot.contacts import DormantSweep
+from bot.durations import parse_duration
+from bot.delivery import Dispatcher, action_of
 from bot.engine import Engine
 from bot.enrolment import JourneyRunner
-from bot.events import Event
+from bot.events import Action, Event
 from bot.inbox import InboxProcessor
 from bot.library import ScriptLibrary
+from bot.loyalty import LeaderboardPoster
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.metrics import Metrics
 from bot.plugin import Adapter, AdapterContext, AdapterSpec
 from bot.problems import Problem
+from bot.relay import Relay
 from bot.scheduler import Scheduler, TouchOutcome
+from bot.transfers import poll_transfers
 from bot.transport import ChannelLimits, Limited, LinksConversations, Transport
+from bot.turns import conversation_key
+from console import install as install_console
 from storage.db import Database
+from storage.models import Message
 
 log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 256 * 1024  # platform callbacks and updates are a few KiB; nothing siyu serves takes more
@@ -85,9 +93,14 @@ class App:
         self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker, self.limits_for,
                                    self.metrics)
         self.transports: dict[str, Transport] = {}  # the one registry; the dispatcher reads it live
+        self.relay = Relay(self.db, worker, self.transports, self._stored_action)
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate,
-                                     metrics=self.metrics, default_guide=settings.default_guide)
+                                     metrics=self.metrics, default_guide=settings.default_guide,
+                                     publisher=self.relay)
         self.inbox = InboxProcessor(self.db, self.clock, self.engine.handle)
+        self.dormancy = DormantSweep(self.db, self.engine.contacts, self.clock,
+                                     parse_duration(settings.policy.dormant_after))
+        self.leaderboard = LeaderboardPoster(self.db, self.library, self.clock, settings.policy)
         self.specs = tuple(adapters)
         self.adapters: list[Adapter] | None = None  # built on first use
         self._to_stop: list[Adapter] = []  # built adapters hold clients even before they start
@@ -100,12 +113,13 @@ class App:
         transport = self.transports.get(channel)
         return transport.limits if isinstance(transport, Limited) else None
 
-    def conversation_link(self, channel: str, chat_id: str) -> str:
-        """Where a guide opens the conversation: the platform's own link when the transport has one."""
+    def conversation_link(self, channel: str, chat_id: str, contact_id: int) -> str:
+        """Where a guide opens the conversation: the platform's own link when the transport has one, else
+        the console's page of that customer (console/static/js/inbox.js: `#/inbox/<contact id>`)."""
         transport = self.transports.get(channel)
         if isinstance(transport, LinksConversations):
             return transport.conversation_link(chat_id)
-        return f"{self.settings.server.public_url}/#chat={channel}:{chat_id}"
+        return f"{self.settings.server.public_url}/console#/inbox/{contact_id}"
 
     # --- adapters ---
 
@@ -168,17 +182,38 @@ class App:
         return problems
 
     async def handle(self, event: Event) -> None:
-        """Apply the event, then send what it made due (the greeting before the next line)."""
-        await self.engine.handle(event)
-        await self.tick()
+        """Apply the event and deliver what it made due before the conversation's next event (`handle_now`).
+
+        The lean path: the conversation's turn, one transaction (dedupe, remember, decide, queue and claim
+        the replies), then this event's own replies are handed over at once. A greeting or a guide's
+        /sop it scheduled runs for those customers only. Everything else — other customers' touches,
+        platform confirmations, script reloads — stays on the serve loop.
+        """
+        async with self.engine.turns.turn(conversation_key(event)):
+            claimed_until = self.clock.now() + self.dispatcher.lease
+            applied = await self.engine.apply(event, self.transports.keys(), claimed_until)
+            await self.dispatcher.deliver_now(applied.queued)
+            if applied.scheduled_for:  # a greeting due now goes out before the conversation's next event
+                outcomes = await self.scheduler.run_due(applied.scheduled_for, self.transports.keys(),
+                                                        claimed_until)
+                await self.dispatcher.deliver_now([m for outcome in outcomes for m in outcome.queued])
 
     async def tick(self) -> list[TouchOutcome]:
         """One pass: stored callbacks, due touches, then delivery of what is queued."""
         await self.inbox.process()
+        await poll_transfers(self)  # hand-overs the platform has not settled yet (bot/transfers.py)
+        await self.dormancy.run()  # at most hourly: silent customers enter the `dormant` journeys
+        await self.leaderboard.run()  # monthly: last month's points leaderboard in each group
         outcomes = await self.scheduler.run_due()
         await self.dispatcher.flush()
         await self.dispatcher.confirm_pending()
         return outcomes
+
+    async def _stored_action(self, message_id: int) -> Action | None:
+        """A relayed message too long for a notification, read back from the outbox."""
+        async with self.db.session() as session:
+            message = await session.get(Message, message_id)
+        return action_of(message) if message is not None else None
 
     async def run_forever(self, reload_every: float = 2.0) -> None:
         """Serve loop: tick when woken or every poll interval; pick up edited scripts.
@@ -242,6 +277,7 @@ class App:
 
     async def close(self) -> None:
         await self.stop_adapters()
+        await self.relay.close()
         await self.db.close()
 
 
@@ -271,6 +307,7 @@ def build_web_app(app: App) -> web.Application:
     for adapter in app.plug_in():
         if adapter.routes is not None:
             adapter.routes(web_app)
+    install_console(web_app, app)  # /console and its /api: staff are one more way in
     return web_app
 
 
@@ -283,6 +320,7 @@ async def serve(app: App, host: str, port: int, on_stop: Callable[[], None] | No
     """
     runner = web.AppRunner(build_web_app(app), shutdown_timeout=HTTP_CLOSE_SECONDS)
     await runner.setup()
+    await app.relay.listen()  # replies for this process's sockets delivered by the others
     site = web.TCPSite(runner, host, port)
     await site.start()
     log.info("siyu is listening on http://%s:%s/", host, port)
@@ -325,6 +363,7 @@ async def serve(app: App, host: str, port: int, on_stop: Callable[[], None] | No
             async with asyncio.timeout(ADAPTER_STOP_SECONDS):
                 await app.stop_adapters()
         await runner.cleanup()
+        await app.relay.close()
         log.info("siyu stopped")
 
 

@@ -83,3 +83,15 @@ def quota_blocks(limits: ChannelLimits | None, sent: Sequence[datetime], now: da
         blocks.append(Block(local_midnight(first_of_next_month(today), zone), "channel_quota_month",
                             f"the platform allows {cap} per customer this month"))
     return blocks
+
+
+# Channels where a customer who removed us (deleted the guide, left, blocked the bot) can still be
+# messaged. On WeCom a customer who deleted the guide is gone, and a Telegram user who blocked the bot
+# cannot be written to: neither is listed, so win-back journeys never try there. Web chat keeps the
+# conversation, and the customer reads it when they come back.
+REACHABLE_AFTER_REMOVAL = frozenset({"webchat"})
+
+
+def reachable_after_removal(channel: str) -> bool:
+    """Whether the platform still permits contacting a customer who removed us (win-back may try)."""
+    return channel in REACHABLE_AFTER_REMOVAL

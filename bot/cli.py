@@ -180,6 +180,68 @@ def cmd_why(args: argparse.Namespace) -> int:
     return _with_app(args, work)
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from bot.business_events import BusinessEvents, import_events
+
+    async def work(app: App) -> int:
+        events = BusinessEvents(app.db, app.engine.contacts, app.clock)
+        try:
+            report = await import_events(events, Path(args.file), args.file)
+        except OSError as exc:
+            print(_unreadable(exc), file=sys.stderr)
+            return 1
+        _print_all(report.problems, sys.stderr)
+        print(f"{report.accepted} event(s) applied, {report.replayed} already seen (no effect), "
+              f"{len(report.problems)} refused")
+        return 1 if report.problems else 0
+
+    return _with_app(args, work)
+
+
+def cmd_customers(args: argparse.Namespace) -> int:
+    from bot.transfers import TransferError, transfer_customers
+
+    customers = [c.strip() for c in (args.customers or "").split(",") if c.strip()] or None
+
+    async def work(app: App) -> int:
+        app.plug_in()  # the platform's transfer API, when WeCom is configured
+        try:
+            report = await transfer_customers(app, args.from_guide, args.to_guide, customers, args.departed)
+        except TransferError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        _print_all(report.lines())
+        return 0
+
+    return _with_app(args, work)
+
+
+def cmd_channel_code(args: argparse.Namespace) -> int:
+    from bot.channel_codes import ChannelCodeError, code_stats, create_channel_code
+
+    async def work(app: App) -> int:
+        if args.action == "list":
+            stats = await code_stats(app)
+            _print_all([code.line() for code in stats] or ["还没有渠道活码 — siyu channel-code create <name> --guides a,b"])
+            return 0
+        if not args.name or not args.guides:
+            print("usage: siyu channel-code create NAME --guides a,b,c [--tags t1,t2] [--channel wecom]",
+                  file=sys.stderr)
+            return 2
+        app.plug_in()  # WeCom makes the QR code
+        try:
+            code = await create_channel_code(app, args.name, args.guides.split(","),
+                                             [t.strip() for t in (args.tags or "").split(",") if t.strip()],
+                                             args.channel, args.bot)
+        except ChannelCodeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(code.line())
+        return 0
+
+    return _with_app(args, work)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import asyncio
     import time
@@ -211,6 +273,10 @@ def cmd_guard(args: argparse.Namespace) -> int:
             return 0
 
         return _with_app(args, work)
+    if args.action in ("train", "review", "spam", "not-spam"):
+        from bot.guard_commands import guard_staff_command
+
+        return guard_staff_command(args, _with_app)
     if not args.file:
         print("usage: siyu guard eval FILE.jsonl [--json]", file=sys.stderr)
         return 2
@@ -245,6 +311,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bot.reports import eval_lines, tuned_thresholds_lines
 
     settings = _settings(args)
+    if args.holdout is not None:
+        return _eval_holdout(settings, args)
     tune_on = Path(args.tune_on) if args.tune_on else None
     try:
         run = asyncio.run(evaluate_files(settings, Path(args.catalog), Path(args.queries), tune_on))
@@ -255,12 +323,35 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     if run.tuned is not None:  # with --json, stdout stays one JSON object
-        _print_all(tuned_thresholds_lines(args.tune_on, run.understanding, run.tuned),
+        _print_all(tuned_thresholds_lines(args.tune_on, run.understanding, run.tuned, run.budget, run.estimate,
+                                          run.out_of_scope),
                    sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(run.result.as_dict(), ensure_ascii=False))
     else:
         _print_all(eval_lines(run.understanding, run.queries, run.result))
+    return 0
+
+
+def _eval_holdout(settings: Settings, args: argparse.Namespace) -> int:
+    """`siyu eval --holdout SEED`: tune on half of --queries, report on the other half, as `python -m bench faq`."""
+    import asyncio
+    import json
+
+    from bot.faq_eval import evaluate_holdout
+
+    if args.tune_on:
+        print("siyu eval: --holdout splits --queries into its own tune half — leave out --tune-on", file=sys.stderr)
+        return 2
+    try:
+        run = asyncio.run(evaluate_holdout(settings, Path(args.catalog), Path(args.queries), args.holdout))
+    except OSError as exc:
+        print(_unreadable(exc), file=sys.stderr)
+        return 1
+    except ValueError as exc:  # already `PATH:LINE: what — expected …`
+        print(exc, file=sys.stderr)
+        return 1
+    print(json.dumps(run.as_dict(), ensure_ascii=False))
     return 0
 
 
@@ -387,10 +478,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="show at most this many decisions (default 20)")
     p.set_defaults(func=cmd_why)
 
-    p = sub.add_parser("guard", parents=[common], help="group guard: its log, or its precision on labelled data")
-    p.add_argument("action", choices=["log", "eval"],
-                   help="log: what the guard did; eval: precision and recall on FILE")
-    p.add_argument("file", nargs="?", metavar="FILE", help="for eval: JSONL of {text, spam[, member, group, t]}")
+    p = sub.add_parser("events", parents=[common], help="business events: import a JSONL export (orders, tags)")
+    p.add_argument("action", choices=["import"])
+    p.add_argument("file", help="one event per line, as POST /api/events takes them")
+    p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser("guard", parents=[common], help="group guard: its log, review, staff decisions, training, "
+                                                       "or its precision on labelled data")
+    p.add_argument("action", choices=["log", "eval", "train", "review", "spam", "not-spam"],
+                   help="log: what the guard did; eval: precision and recall on FILE; train: rebuild the model "
+                        "from the shipped corpus and staff decisions; review: messages held for staff; "
+                        "spam MESSAGE_ID / not-spam EVENT_ID --staff KEY: a staff decision")
+    p.add_argument("file", nargs="?", metavar="FILE", help="for eval: JSONL of {text, spam[, member, group, t]}; "
+                                                           "for spam / not-spam: the id")
+    p.add_argument("--out", help="for train: where to write the model (default var/guard_model.json.gz)")
+    p.add_argument("--without-staff", action="store_true", help="for train: the shipped corpus only (no database)")
+    p.add_argument("--staff", help="for spam / not-spam: the staff id (config.yaml staff[].id) deciding")
     p.add_argument("--json", action="store_true", help="for eval: print one JSON object with the scores")
     p.add_argument("--limit", type=int, default=50, help="for log: show at most this many actions (default 50)")
     p.set_defaults(func=cmd_guard)
@@ -399,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", required=True, help='JSONL: {"intent", "examples", "answer"}')
     p.add_argument("--queries", required=True, help='JSONL: {"text", "intent" or null}')
     p.add_argument("--tune-on", default=None, help="choose thresholds on this labelled file first")
+    p.add_argument("--holdout", type=int, default=None, metavar="SEED",
+                   help="split --queries by intent: tune on one half, report (JSON) on the other, beside the "
+                        "configured thresholds on that half")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     p.set_defaults(func=cmd_eval)
 
@@ -408,6 +514,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=30, help="look back this many days (default 30)")
     p.add_argument("--by", choices=["day", "week"], default="day", help="for stats: period length (default day)")
     p.set_defaults(func=cmd_faq)
+
+    p = sub.add_parser("customers", parents=[common], help="hand customers from one guide to another")
+    p.add_argument("action", choices=["transfer"], help="transfer: 在职/离职继承 (WeCom asks the platform)")
+    p.add_argument("--from", dest="from_guide", required=True, help="the guide's id under staff: (handing over)")
+    p.add_argument("--to", dest="to_guide", required=True, help="the guide's id under staff: (taking over)")
+    p.add_argument("--customers", default=None,
+                   help="comma-separated customer ids, platform ids or names (default: all of --from's)")
+    p.add_argument("--departed", action="store_true", help="--from has left the company (离职继承)")
+    p.set_defaults(func=cmd_customers)
+
+    p = sub.add_parser("channel-code", parents=[common], help="渠道活码: codes that spread new customers over guides")
+    p.add_argument("action", choices=["create", "list"],
+                   help="create a code, or list codes with their adds, replies and purchases")
+    p.add_argument("name", nargs="?", help="for create: the channel's name, e.g. 门店A扫码")
+    p.add_argument("--guides", default=None, help="for create: comma-separated guide ids under staff:")
+    p.add_argument("--tags", default=None, help="for create: comma-separated tags its customers get")
+    p.add_argument("--channel", choices=["wecom", "telegram", "webchat"], default="wecom",
+                   help="wecom: a 「联系我」 QR code (default); telegram or webchat: a start link")
+    p.add_argument("--bot", default=None, help="for --channel telegram: the bot's username")
+    p.set_defaults(func=cmd_channel_code)
 
     p = sub.add_parser("simulate", parents=[common], help="run journeys on a virtual clock")
     p.add_argument("--days", type=int, default=35, help="virtual days to run (default 35)")

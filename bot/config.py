@@ -87,10 +87,11 @@ class PolicySettings(_Strict):
     guides_may_bypass_caps: bool = False
     opt_out_words: tuple[str, ...] = ("退订", "td", "unsubscribe", "stop")
     journeys: dict[str, PolicyOverride] = Field(default_factory=dict)
+    dormant_after: str = "30d"  # silent this long: in the `dormant` segment (trigger: dormant)
 
     _tz = field_validator("timezone")(_check_timezone)
     _w = field_validator("quiet_hours")(_check_window)
-    _d = field_validator("min_gap", "live_conversation")(_check_duration)
+    _d = field_validator("min_gap", "live_conversation", "dormant_after")(_check_duration)
     _k = field_validator("weekdays")(_check_weekdays)
 
 
@@ -102,17 +103,23 @@ class DeliveryRate(_Strict):
 
 
 class StaffMember(_Strict):
-    """A guide: one person, with an id on each channel they use."""
+    """A staff member: one person, with an id on each channel they use.
+
+    `role` decides what the console shows: a guide sees their own customers, an operator everything.
+    """
 
     id: str
     name: str
+    role: Literal["guide", "operator"] = "guide"
     identities: dict[str, str] = Field(default_factory=dict)
 
 
 class FaqSettings(_Strict):
     """The understanding cascade; thresholds are 0–1 scores (choose them with `siyu eval --tune-on`)."""
 
-    semantic: Literal["auto", "embeddings", "tfidf", "none"] = "auto"
+    semantic: Literal["auto", "calibrated", "embeddings", "tfidf", "none"] = "auto"  # auto: calibrated
+    embed_chars: int = Field(128, ge=8, le=2000)  # the model reads this much of a message (cost ~ length²)
+    embedding_cache: str = "var/cache/embeddings"  # catalog embeddings by text hash; "" keeps none
     fuzzy_answer: float = Field(0.9, ge=0, le=1.01)
     semantic_answer: float = Field(0.9, ge=0, le=1.01)
     llm_floor: float = Field(0.8, ge=0, le=1)

@@ -22,12 +22,14 @@ def store_inbound(session: AsyncSession, event: Event, contact_id: int | None, r
 
 
 def reply(session: AsyncSession, event: Event, text: str, contact_id: int | None, n: int = 0,
-          intent: str | None = None, handoff: bool = False) -> None:
+          intent: str | None = None, handoff: bool = False, tier: str | None = None,
+          confidence: float | None = None) -> None:
     """Queue the bot's answer to `event`; keyed on the inbound message so a replay queues nothing new."""
     key = f"reply:{event.channel}:{event.message_id}:{n}" if event.message_id else None
     repo.add_message(session, channel=event.channel, chat_type=event.chat_type.value, chat_id=chat_of(event),
                      direction="out", sender_role="bot", sender_id="bot", contact_id=contact_id, text=text,
-                     idempotency_key=key, intent=intent, handoff=handoff, created_at=event.at)
+                     idempotency_key=key, intent=intent, handoff=handoff, tier=tier, confidence=confidence,
+                     created_at=event.at)
 
 
 def note_to(session: AsyncSession, channel: str, chat_id: str, contact_id: int | None, text: str,

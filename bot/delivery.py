@@ -10,8 +10,10 @@ silently. `python -m bench kill9` measures this with real SIGKILLs.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import update
@@ -26,6 +28,7 @@ from bot.ratelimit import TokenBucket
 from bot.transport import (
     FOREVER,
     ConfirmsPending,
+    ConnectedHere,
     DedupesRepeats,
     DeliveryError,
     DeliveryInDoubt,
@@ -43,6 +46,41 @@ log = logging.getLogger(__name__)
 IN_DOUBT_NOTE = ("【可能未送达】{about}的一条消息在发送途中服务中断，平台可能已经收到，也可能没有。为免重复，"
                  "siyu 不会自动重发：请在会话中确认，需要时亲手补发。\n内容：{text}")
 NOTE_EXCERPT = 200  # characters of the doubtful message quoted in the note
+FIRST_CONFIRM_CHECK = timedelta(seconds=15)  # a guide asked to send something: ask the platform after this,
+LAST_CONFIRM_CHECK = timedelta(minutes=15)   # then twice as long each time, up to this
+
+
+def action_of(message: Message) -> Action:
+    """The action a stored outbound message asks of its platform."""
+    return Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type), message.chat_id),
+                  message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
+                  target_ref=message.target_ref, until=message.until, sender_id=message.sender_id,
+                  from_guide=message.sender_role == "staff")
+
+
+class Publisher:
+    """Where delivered actions of transports with their own connections are announced to other processes."""
+
+    async def publish(self, session: AsyncSession, action: Action) -> None:
+        """Announce inside `session`'s transaction (default: one process, nobody to tell)."""
+
+
+@dataclass
+class _Mark:
+    """What one message handed to our own page leaves to record, and who waits for it to commit."""
+
+    message_id: int
+    values: dict[str, object]
+    action: Action
+    done: asyncio.Future[None]
+
+
+@dataclass
+class _ConfirmCheck:
+    """When to next ask the platform about one assisted message, and how long the wait after that is."""
+
+    at: datetime
+    wait: timedelta
 
 
 def may_repeat(started: datetime | None, window: timedelta | None, now: datetime) -> bool:
@@ -61,7 +99,8 @@ class Dispatcher:
 
     def __init__(self, db: Database, clock: Clock, transports: Mapping[str, Transport],
                  rates: Callable[[str], DeliveryRate], lease: timedelta = timedelta(seconds=30),
-                 max_attempts: int = 8, metrics: Metrics | None = None, default_guide: str | None = None) -> None:
+                 max_attempts: int = 8, metrics: Metrics | None = None, default_guide: str | None = None,
+                 publisher: Publisher | None = None) -> None:
         self.db = db
         self.metrics = metrics or Metrics()
         self.clock = clock
@@ -72,6 +111,10 @@ class Dispatcher:
         self.default_guide = default_guide  # told about a doubtful message of a customer without a guide
         self._buckets: dict[str, TokenBucket] = {}
         self.paused_until: dict[str, datetime] = {}  # a platform said "slow down"
+        self.publisher = publisher or Publisher()
+        self._confirm_checks: dict[int, _ConfirmCheck] = {}  # message id → next question to the platform
+        self._marks: list[_Mark] = []  # local deliveries waiting for the writer, recorded together
+        self._marking: asyncio.Task[None] | None = None
 
     def _wait_before(self, channel: str) -> float:
         """Seconds to hold off this channel: platform back-off first, then our own token bucket."""
@@ -84,6 +127,15 @@ class Dispatcher:
             rate = self.rates(channel)
             bucket = self._buckets[channel] = TokenBucket(rate.per_second, rate.burst, now)
         return bucket.take(now)
+
+    async def deliver_now(self, messages: Sequence[Message]) -> int:
+        """Deliver messages the caller claimed in the transaction that queued them (a live reply);
+        returns how many went out. Whatever fails here stays in the outbox for the serve loop."""
+        delivered = 0
+        for message in messages:
+            if message.channel in self.transports:
+                delivered += await self._deliver(message)
+        return delivered
 
     async def flush(self, limit: int = 200) -> int:
         """Deliver everything queued for the transports this process has; returns how many went out."""
@@ -116,16 +168,14 @@ class Dispatcher:
     async def _deliver(self, message: Message) -> int:
         values: dict[str, object]
         transport = self.transports[message.channel]
-        action = Action(ActionKind(message.action), Address(message.channel, ChatType(message.chat_type),
-                                                             message.chat_id),
-                        message.text, ref=str(message.id), at=message.created_at, target_id=message.target_id,
-                        target_ref=message.target_ref, until=message.until, sender_id=message.sender_id)
+        action = action_of(message)
+        local = isinstance(transport, ConnectedHere)  # our own page: no platform quota, other processes told
         window = transport.repeat_window(action) if isinstance(transport, DedupesRepeats) else None
         if not may_repeat(message.delivery_started_at, window, self.clock.now()):
             # the last attempt died during the platform call (or is in it still, past its lease)
             await self._give_up_in_doubt(message, "the worker stopped during the platform call")
             return 0
-        wait = self._wait_before(message.channel)
+        wait = 0.0 if local else self._wait_before(message.channel)
         if wait > 0:  # not an attempt: put it back for later, nothing is lost
             values = {"delivery_claimed_until": self.clock.now() + timedelta(seconds=wait),
                       "delivery_attempts": message.delivery_attempts - 1}
@@ -155,6 +205,9 @@ class Dispatcher:
                     # an assisted channel may still deliver directly (a welcome code, an app message)
                     await self._finish_touch(message, TouchStatus.SENT, "delivered")
             sent = 1
+            if local:
+                await self._record_local(message.id, values, action)
+                return sent
         except DeliveryError as exc:
             if isinstance(exc, DeliveryInDoubt) and not may_repeat(started, window, self.clock.now()):
                 await self._give_up_in_doubt(message, str(exc) or type(exc).__name__)
@@ -178,6 +231,41 @@ class Dispatcher:
         async with self.db.session() as session, session.begin():
             await session.execute(update(Message).where(Message.id == message.id).values(**values))
         return sent
+
+    async def _record_local(self, message_id: int, values: dict[str, object], action: Action) -> None:
+        """Record a delivery to our own page (and announce it); returns once committed.
+
+        Group commit: the deliveries that come in while one such transaction waits for the writer go
+        in the next one together, so a burst of live replies costs one write transaction, not one each.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._marks.append(_Mark(message_id, values, action, done))
+        if self._marking is None or self._marking.done():
+            self._marking = asyncio.create_task(self._write_marks())
+        await done
+
+    async def _write_marks(self) -> None:
+        while self._marks:
+            batch: list[_Mark] = []
+            try:
+                async with self.db.session() as session, session.begin():
+                    batch, self._marks = self._marks, []  # everyone who came while we waited for the writer
+                    for mark in batch:
+                        await session.execute(update(Message).where(Message.id == mark.message_id)
+                                              .values(**mark.values))
+                        await self.publisher.publish(session, mark.action)
+            except BaseException as exc:
+                failed, batch = batch or self._marks, []
+                if failed is self._marks:
+                    self._marks = []
+                for mark in failed:
+                    if not mark.done.done():
+                        mark.done.set_exception(exc) if isinstance(exc, Exception) else mark.done.cancel()
+                if not isinstance(exc, Exception):
+                    raise
+            for mark in batch:
+                if not mark.done.done():
+                    mark.done.set_result(None)
 
     async def _give_up_in_doubt(self, message: Message, why: str) -> None:
         """Record a message that may or may not have arrived, never send it again, and tell the guide."""
@@ -216,13 +304,26 @@ class Dispatcher:
             await move(session, Touch.id == message.touch_id, (TouchStatus.AWAITING_GUIDE,), status, reason=reason)
 
     async def confirm_pending(self) -> None:
-        """Ask platforms whether guides sent what they were asked to; expire what they did not."""
+        """Ask platforms whether guides sent what they were asked to; expire what they did not.
+
+        Each waiting message has its own back-off (15 s, then twice as long each time, up to 15 min), so a
+        day of waiting costs about a hundred questions to the platform, not one a second."""
         channels = [c for c, t in self.transports.items() if isinstance(t, ConfirmsPending)]
         if not channels:
             return
         async with self.db.session() as session:
             waiting = await repo.awaiting_confirmation(session, channels)
+        still = {message.id for message in waiting}
+        for gone in [key for key in self._confirm_checks if key not in still]:
+            del self._confirm_checks[gone]  # settled, here or by another process
         for message in waiting:
+            now = self.clock.now()
+            expired = message.awaiting_until is not None and now >= message.awaiting_until
+            check = self._confirm_checks.get(message.id)
+            if check is not None and now < check.at and not expired:
+                continue
+            wait = FIRST_CONFIRM_CHECK if check is None else min(check.wait * 2, LAST_CONFIRM_CHECK)
+            self._confirm_checks[message.id] = _ConfirmCheck(now + wait, wait)
             transport = self.transports[message.channel]
             assert isinstance(transport, ConfirmsPending)
             try:
@@ -244,5 +345,6 @@ class Dispatcher:
                                          "platform_refused" if failed else "guide_did_not_send")
             else:
                 continue
+            self._confirm_checks.pop(message.id, None)
             async with self.db.session() as session, session.begin():
                 await session.execute(update(Message).where(Message.id == message.id).values(**values))

@@ -54,3 +54,14 @@ class DailyWindow:
 
     def __str__(self) -> str:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+def spoken_duration(length: timedelta) -> str:
+    """A duration as a member reads it: 「1 小时」, 「30 分钟」, 「1 天 2 小时」, 「45 秒」 (never `1:00:00`)."""
+    seconds = max(0, int(length.total_seconds()))
+    parts = []
+    for unit, size in (("天", 86400), ("小时", 3600), ("分钟", 60), ("秒", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+    return " ".join(parts) or "0 秒"

@@ -1,14 +1,19 @@
 """The engine: turns Events into state changes and queued replies. It never knows a wire format.
 
-Each event is one transaction: dedupe, then the part that owns it — contacts, a 1v1 chat, a group,
-or staff — decides, and whatever it queues is delivered from the outbox afterwards.
+Each event is one transaction, taken in its conversation's turn: dedupe, then the part that owns it —
+contacts, a 1v1 chat, a group, or staff — decides, and whatever it queues is in the outbox when the
+transaction commits. The FAQ decision (model work) is made before the transaction opens.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.answers import Answers
@@ -22,15 +27,31 @@ from bot.enrolment import JourneyRunner
 from bot.events import ChatType, Event, EventKind, Role
 from bot.flood import FloodWatch
 from bot.groups import GroupConversation
+from bot.guard_llm import spam_judge
 from bot.handoff import ConversationLink, HandOff
 from bot.inbound import clean_event
 from bot.library import ScriptLibrary
 from bot.metrics import Metrics
+from bot.turns import ConversationTurns, advisory_key, conversation_key
+from bot.understood import Understood
+from intents.normalize import without_mentions
 from storage import repo
-from storage.db import Database
-from storage.models import Staff
+from storage.db import Database, queued_outbound, touches_scheduled_for
+from storage.models import Message, Staff
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one committed event left to do: its outbound messages, and customers it gave touches to."""
+
+    queued: list[Message]             # in the order queued; those claimed for the caller are its to deliver
+    scheduled_for: frozenset[int] = frozenset()  # contacts whose touches it scheduled (a greeting, a /sop)
+
+    @staticmethod
+    def nothing() -> "Applied":
+        return Applied([])
 
 
 class Engine:
@@ -47,9 +68,12 @@ class Engine:
         self.contacts = ContactLifecycle(library, runner, self.handoff, settings.default_guide)
         self.direct = DirectConversation(self.contacts, self.handoff, self.answers, settings.policy.opt_out_words,
                                          FloodWatch(settings.inbound.flood, self.handoff))
-        self.groups = GroupConversation(self.contacts, self.answers, library, settings.faq, self.metrics)
+        llm = settings.llm
+        self.groups = GroupConversation(self.contacts, self.answers, library, settings.faq, self.metrics,
+                                        spam_judge(llm.base_url, llm.model, llm.api_key_env, llm.timeout_seconds))
         self.commands = GuideCommands(library, self.contacts, self.handoff, ZoneInfo(settings.policy.timezone))
         self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
+        self.turns = ConversationTurns()
 
     async def sync_staff(self) -> None:
         """Make storage know exactly the configured staff: config.yaml is the source of truth, so someone
@@ -66,25 +90,54 @@ class Engine:
                                                           "external_id": external_id, "name": name})
 
     async def handle(self, event: Event) -> None:
-        """Apply one event atomically, then wake the delivery loop.
+        """Apply one event in its conversation's turn; the serve loop delivers what it queued."""
+        async with self.turns.turn(conversation_key(event)):
+            await self.apply(event)
+
+    async def apply(self, event: Event, deliver_here: Collection[str] = (),
+                    claimed_until: datetime | None = None) -> Applied:
+        """Apply one event atomically; the caller holds the conversation's turn.
 
         Every channel's events enter here, so this is where their text is cleaned and capped, once.
+        Outbound messages on `deliver_here` channels are claimed until `claimed_until` in the same
+        transaction, for the caller to deliver right after the commit without another round trip; should
+        it die first, the claim runs out and the outbox delivers them.
         """
         cleaned = clean_event(event, self.settings.inbound.max_chars)
         if cleaned is None:
-            return
+            return Applied.nothing()
         event = cleaned
+        understood = await self._understand(event)
         async with self.db.session() as session, session.begin():
+            if self.db.dialect == "postgresql":  # one event per conversation at a time, across processes
+                await session.execute(select(func.pg_advisory_xact_lock(advisory_key(conversation_key(event)))))
             if event.message_id and not await repo.mark_inbound_processed(
                     session, event.channel, event.message_id, event.at):
                 log.info("dropping a redelivered %s message", event.channel)
-                return
-            await self._dispatch(session, event)
+                return Applied.nothing()
+            await self._dispatch(session, event, understood)
+            queued = queued_outbound(session)
+            scheduled = touches_scheduled_for(session)
+            unclaimed = bool(scheduled)
+            for message in queued:
+                if claimed_until is not None and message.channel in deliver_here:
+                    message.delivery_claimed_until, message.delivery_attempts = claimed_until, 1
+                else:
+                    unclaimed = True
         if event.kind is EventKind.MESSAGE:
             self.metrics.inbound.labels(event.channel, event.chat_type.value).inc()
-        self.work_ready.set()
+        if unclaimed:
+            self.work_ready.set()
+        return Applied(queued, scheduled)
 
-    async def _dispatch(self, session: AsyncSession, event: Event) -> None:
+    async def _understand(self, event: Event) -> Understood | None:
+        """The FAQ decision for a customer's message, made before the transaction (None: not a question)."""
+        if event.kind is not EventKind.MESSAGE or event.sender_role is Role.BOT:
+            return None
+        question = without_mentions(event.text) if event.mentions_bot else event.text
+        return Understood(*await self.answers.decide(question))
+
+    async def _dispatch(self, session: AsyncSession, event: Event, understood: Understood | None) -> None:
         match event.kind:
             case EventKind.CONTACT_ADDED:
                 await self.contacts.added(session, event)
@@ -99,9 +152,9 @@ class Engine:
                 contact, _ = await self.contacts.upsert(session, event)
                 await self.contacts.purchased(session, contact, event.at)
             case EventKind.MESSAGE:
-                await self._message(session, event)
+                await self._message(session, event, understood)
 
-    async def _message(self, session: AsyncSession, event: Event) -> None:
+    async def _message(self, session: AsyncSession, event: Event, understood: Understood | None) -> None:
         # staff are the identities config.yaml names, whatever an adapter claims: a claim alone proves nothing
         staff = await repo.staff_by_identity(session, event.channel, event.sender_id)
         if staff is not None:
@@ -111,10 +164,11 @@ class Engine:
             log.warning("a %s sender claimed to be staff but is not configured under staff:", event.channel)
         if event.sender_role is Role.BOT:
             return  # never answer bots, including ourselves
+        assert understood is not None  # made for every message not from a bot
         if event.chat_type is ChatType.GROUP:
-            await self.groups.message(session, event)
+            await self.groups.message(session, event, understood)
         else:
-            await self.direct.message(session, event)
+            await self.direct.message(session, event, understood)
 
     async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff) -> None:
         store_inbound(session, event, None, "staff")

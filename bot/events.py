@@ -93,3 +93,4 @@ class Action:
     target_ref: str | None = None
     until: datetime | None = None
     sender_id: str | None = None  # the guide a platform should send as (WeCom assisted sending)
+    from_guide: bool = False  # a guide's own words (a console reply): the customer sees the guide, not the bot

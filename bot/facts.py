@@ -25,6 +25,9 @@ class CustomerView:
     days_since_added: int
     purchased: bool
     channel: str
+    points: int  # the points balance (bot/loyalty.py: derived from the ledger)
+    level: str   # the loyalty level's name ("" without a loyalty.yaml)
+    days_silent: int  # days since the customer last wrote (or was added): the dormant segment
 
 
 CUSTOMER_FIELDS = frozenset(f.name for f in fields(CustomerView))
@@ -33,7 +36,7 @@ CUSTOMER_FIELDS = frozenset(f.name for f in fields(CustomerView))
 SAMPLE_CUSTOMER: dict[str, Any] = asdict(CustomerView(
     id=1, name="林小姐", tags=["high_value"], interests=["skincare"], source="门店扫码",
     birthday=date(1995, 5, 20), timezone="Asia/Shanghai", replies=1, days_since_added=3,
-    purchased=False, channel="webchat",
+    purchased=False, channel="webchat", points=120, level="银卡", days_silent=2,
 ))
 
 
@@ -41,8 +44,10 @@ def customer_zone(contact: Contact, default: str) -> ZoneInfo:
     return ZoneInfo(contact.timezone or default)
 
 
-def customer_view(contact: Contact, now: datetime) -> dict[str, Any]:
-    """The `customer` seen by templates and `when:` conditions, as plain values."""
+def customer_view(contact: Contact, now: datetime, points: int = 0, level: str = "") -> dict[str, Any]:
+    """The `customer` seen by templates and `when:` conditions, as plain values.
+
+    `points` and `level` come from the ledger (bot/loyalty.py `PointsBook.facts`), which needs a query."""
     return asdict(CustomerView(
         id=contact.id,
         name=contact.name or "亲",
@@ -55,4 +60,7 @@ def customer_view(contact: Contact, now: datetime) -> dict[str, Any]:
         days_since_added=(now - contact.added_at).days,
         purchased=contact.purchased_at is not None,
         channel=contact.channel,
+        points=points,
+        level=level or contact.level or "",
+        days_silent=(now - (contact.last_inbound_at or contact.added_at)).days,
     ))

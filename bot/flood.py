@@ -6,12 +6,12 @@ answers nor hands off for that customer until the flood stops.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import FloodSettings
-from bot.durations import parse_duration
+from bot.durations import parse_duration, spoken_duration
 from bot.events import Event
 from bot.handoff import HandOff
 from storage import repo
@@ -47,16 +47,7 @@ class FloodWatch:
         return True
 
     def _note(self, contact: Contact) -> str:
-        link = self.handoff.conversation_link(contact.channel, contact.external_id)
-        return (f"{FLOOD_NOTE}{contact.name}（#{contact.id}，{contact.channel}）{_spoken(self.window)}内发来超过 "
+        link = self.handoff.conversation_link(contact.channel, contact.external_id, contact.id)
+        return (f"{FLOOD_NOTE}{contact.name}（#{contact.id}，{contact.channel}）{spoken_duration(self.window)}内发来超过 "
                 f"{self.limit} 条消息。机器人先不回复、不转人工，等对方停下再继续；消息都已保存，请查看会话：{link}")
 
-
-def _spoken(window: timedelta) -> str:
-    """A window as a guide reads it: 1 分钟, 90 秒, 2 小时."""
-    seconds = int(window.total_seconds())
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} 小时"
-    if seconds % 60 == 0:
-        return f"{seconds // 60} 分钟"
-    return f"{seconds} 秒"

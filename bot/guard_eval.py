@@ -27,10 +27,11 @@ def evaluate_file(scripts: Path, brand: dict[str, Any], labelled: Path) -> Guard
     """The scripts' guard rules on `labelled`.
 
     Raises ScriptError when the scripts have problems (the rules would not be the operator's),
-    ValueError or OSError when the labelled file cannot be read.
+    ValueError or OSError when the labelled file or the classifier's model cannot be read.
     """
     library = ScriptLibrary(scripts, brand)
     problems = library.reload()
     if problems:
         raise ScriptError(problems)
-    return evaluate_guard(library.guard, load_labelled(labelled))
+    rules = library.guard
+    return evaluate_guard(rules, load_labelled(labelled), rules.model())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, time, timedelta
 from typing import Annotated, Any
@@ -44,26 +44,32 @@ def _sample_has_tag(tag: str) -> bool:
 SAMPLE_FUNCTIONS = {"replied_since": _sample_replied_since, "has_tag": _sample_has_tag}
 
 
+TRIGGER_NAMES = ("contact_added", "manual", "joined_group", "purchased", "churned", "dormant", "transferred")
+TRIGGERS_WITH_ARGUMENT = ("tag_added", "level_up", "custom")  # `tag_added:vip`, `level_up:金卡`, `custom:visited`
+TRIGGER_HELP = ("contact_added, manual, joined_group, purchased, churned, dormant, transferred, "
+                "tag_added:<tag>, level_up:<level> or custom:<event name>")
+
+
 @dataclass(frozen=True)
 class Trigger:
-    """What enrols a customer: `contact_added`, `manual`, `joined_group` or `tag_added:<tag>`."""
+    """What enrols a customer: a lifecycle moment (`contact_added`, `purchased`, `churned`, `dormant` …)
+    or one with an argument after the colon (`tag_added:<tag>`, `level_up:<level>`, `custom:<name>`)."""
 
     kind: str
-    tag: str | None = None
+    argument: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> "Trigger":
         text = str(text).strip()
-        if text in ("contact_added", "manual", "joined_group"):
+        if text in TRIGGER_NAMES:
             return cls(text)
-        if text.startswith("tag_added:") and text.split(":", 1)[1].strip():
-            return cls("tag_added", text.split(":", 1)[1].strip())
-        raise ValueError(
-            f"unknown trigger {text!r} — use contact_added, manual, joined_group or tag_added:<tag>"
-        )
+        kind, _, argument = text.partition(":")
+        if kind in TRIGGERS_WITH_ARGUMENT and argument.strip():
+            return cls(kind, argument.strip())
+        raise ValueError(f"unknown trigger {text!r} — use {TRIGGER_HELP}")
 
     def __str__(self) -> str:
-        return f"tag_added:{self.tag}" if self.tag else self.kind
+        return f"{self.kind}:{self.argument}" if self.argument else self.kind
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,28 @@ class FestivalDate:
         return None
 
 
+REPLY_LABELS = ("question", "positive", "negative", "opt_out")  # besides FAQ intent ids
+BRANCH_ENDS = ("end", "handoff")  # an on_reply branch goes to a step id or one of these
+
+
+@dataclass(frozen=True)
+class OnReply:
+    """What a step listens for: the customer's next reply within `within`, branched by what it means.
+
+    `branches` maps a label (an FAQ intent id, question, positive, negative, opt_out) to a step id of
+    the same journey, `end` or `handoff`; the first label of the reply that has a branch wins.
+    """
+
+    within: timedelta
+    branches: tuple[tuple[str, str], ...]
+    lines: tuple[int, ...] = ()  # where each branch is written in the YAML file
+
+    def target(self, labels: Iterable[str]) -> tuple[str, str] | None:
+        """(label, target) of the reply's first label with a branch, or None: the journey goes on as planned."""
+        branches = dict(self.branches)
+        return next(((label, branches[label]) for label in labels if label in branches), None)
+
+
 @dataclass(frozen=True)
 class Step:
     """One message in a journey, due `at` after enrolment or `on` an occasion."""
@@ -120,6 +148,7 @@ class Step:
     expire: timedelta | None = None
     tag: str | None = None  # added to the customer when the step is sent (and written to the platform)
     when_line: int = 0  # where `when` is written in the YAML file
+    on_reply: OnReply | None = None
 
     def text_line(self, variant: Variant | None) -> int:
         return variant.line if variant is not None else self.say_line
@@ -156,6 +185,14 @@ class Journey:
     priority: int
     path: str
     expire: timedelta | None = None
+    interests: tuple[tuple[str, str], ...] = ()  # (FAQ intent id, interest): asking about it shows the interest
+    interests_line: int = 0
+
+    @property
+    def branch_steps(self) -> frozenset[str]:
+        """Steps only an `on_reply` branch reaches: not scheduled at enrolment, but from the reply."""
+        return frozenset(target for step in self.steps if step.on_reply for _, target in step.on_reply.branches
+                         if target not in BRANCH_ENDS)
 
     def expire_of(self, step: Step) -> timedelta | None:
         return step.expire if step.expire is not None else self.expire
@@ -247,6 +284,31 @@ class FestivalFile(FileModel):
         return FestivalDate(self.name, month, day, self.lunar is not None)
 
 
+class OnReplyFile(FileModel):
+    """`on_reply: {within: 2d, branches: {shipping: price_detail, question: handoff, negative: end}}`."""
+
+    within: timedelta = Field(description="how long after the step its customer's next reply counts, e.g. within: 2d")
+    branches: dict[str, str] = Field(min_length=1, description="label: target, e.g. {question: handoff}")
+
+    _within = field_validator("within", mode="before")(_offset("'2d' or '12h'"))
+
+    @field_validator("branches", mode="before")
+    @classmethod
+    def _branches(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            raise Mistake("branches must be a mapping like {question: handoff, negative: end, shipping: price_info}")
+        for label, target in value.items():
+            if not isinstance(label, str) or not _ID.match(label):
+                raise Mistake(f"branch label {label!r} — use an FAQ intent id or {', '.join(REPLY_LABELS)}")
+            if not isinstance(target, str) or not (_ID.match(target)):
+                raise Mistake(f"branch {label} goes to {target!r} — use a step id of this journey, end or handoff")
+        return dict(value)
+
+    def on_reply(self, key: Loc, doc: YamlDocument) -> OnReply:
+        return OnReply(self.within, tuple(self.branches.items()),
+                       tuple(doc.key_line(*key, "branches", label) for label in self.branches))
+
+
 class StepFile(FileModel):
     """One step as written; `cross_checks` holds the rules between its keys."""
 
@@ -262,6 +324,7 @@ class StepFile(FileModel):
     reply: bool = Field(False, strict=True)
     expire: timedelta | None = None
     tag: str | None = None
+    on_reply: OnReplyFile | None = None
 
     _id = field_validator("id", mode="before")(_identifier)
     _at = field_validator("at", mode="before")(_offset("'3d' or '36h'"))
@@ -347,7 +410,8 @@ class StepFile(FileModel):
                          for arm, body in (self.variants or {}).items())
         return Step(self.id, doc.line(*key), self.at, self.on, (self.time or time(10, 0)) if self.on else None,
                     tuple(d.festival() for d in self.dates or ()), self.say, variants, self.window, self.when,
-                    self.reply, doc.text_line(*key, "say"), self.expire, self.tag, doc.line(*key, "when"))
+                    self.reply, doc.text_line(*key, "say"), self.expire, self.tag, doc.line(*key, "when"),
+                    self.on_reply.on_reply((*key, "on_reply"), doc) if self.on_reply else None)
 
 
 class JourneyFile(FileModel):
@@ -355,10 +419,11 @@ class JourneyFile(FileModel):
 
     journey: str = Field(description="the journey's id, e.g. journey: new_customer")
     title: str = Field(description="give the journey a human name, e.g. title: 新客旅程")
-    trigger: Trigger = Field(description="contact_added, manual, joined_group or tag_added:<tag>")
+    trigger: Trigger = Field(description=TRIGGER_HELP)
     exit_when: list[Annotated[str, BeforeValidator(_exit_reason)]] = []
     priority: int = Field(50, ge=0, le=100, strict=True)
     expire: timedelta | None = None
+    interests: dict[str, str] | None = None  # FAQ intent id → the interest a customer who asks it shows
     steps: list[StepFile] = Field(min_length=1, description="a list of steps, see README 'Writing a journey step'")
 
     _journey = field_validator("journey", mode="before")(_identifier)
@@ -377,8 +442,7 @@ class JourneyFile(FileModel):
         try:
             return Trigger.parse(value)
         except ValueError:
-            raise Mistake(f"has 'trigger: {value}' — use contact_added, manual, joined_group "
-                          "or tag_added:<tag>") from None
+            raise Mistake(f"has 'trigger: {value}' — use {TRIGGER_HELP}") from None
 
     @field_validator("exit_when", mode="before")
     @classmethod
@@ -396,12 +460,37 @@ class JourneyFile(FileModel):
                 if step_id in seen:
                     mistakes.append(Mistake("is used twice — step ids must be unique", at=("steps", index, "id")))
                 seen.add(step_id)
-        return mistakes
+        return mistakes + _branch_mistakes(steps if isinstance(steps, list) else [], seen)
 
     def journey_in(self, doc: YamlDocument) -> Journey:
         steps = tuple(step.step(("steps", index), doc) for index, step in enumerate(self.steps))
         return Journey(self.journey, self.title, self.trigger, frozenset(self.exit_when), steps, self.priority,
-                       doc.path, self.expire)
+                       doc.path, self.expire, tuple((self.interests or {}).items()), doc.line("interests"))
+
+
+def _branch_mistakes(steps: list[Any], ids: set[str]) -> list[Mistake]:
+    """Every on_reply branch goes somewhere that exists: a step with `at` (not itself), end or handoff."""
+    timed = {s.get("id") for s in steps if isinstance(s, Mapping) and "at" in s}
+    mistakes = []
+    for index, step in enumerate(steps):
+        on_reply = step.get("on_reply") if isinstance(step, Mapping) else None
+        branches = on_reply.get("branches") if isinstance(on_reply, Mapping) else None
+        if not isinstance(branches, Mapping):
+            continue
+        for label, target in branches.items():
+            at: Loc = ("steps", index, "on_reply", "branches", str(label))
+            if not isinstance(target, str) or target in BRANCH_ENDS or not _ID.match(target):
+                continue
+            if target not in ids:
+                mistakes.append(Mistake(f"branch {label} goes to {target!r}, which is not a step of this journey — "
+                                        f"use a step id, end or handoff", at=at))
+            elif target == step.get("id"):
+                mistakes.append(Mistake(f"branch {label} goes back to the same step — use another step, end or "
+                                        "handoff", at=at))
+            elif target not in timed:
+                mistakes.append(Mistake(f"branch {label} goes to {target!r}, an occasion step — a branch step needs "
+                                        "'at' (its delay after the reply)", at=at))
+    return mistakes
 
 
 def sample_context(brand: Mapping[str, Any], occasion: str | None) -> dict[str, Any]:

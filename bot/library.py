@@ -13,6 +13,7 @@ from typing import Any
 
 from bot.guard import GuardRules
 from bot.journey import Journey
+from bot.loyalty import LoyaltyProgram
 from bot.problems import Problem
 from bot.script_files import kind_of, parse_faq, parse_script
 from bot.script_sandbox import FileJob, FileVerdict, ScriptLimits, check_files
@@ -28,6 +29,7 @@ class _Loaded:
     journey: Journey | None = None
     catalog: Catalog | None = None
     guard: GuardRules | None = None
+    loyalty: LoyaltyProgram | None = None
 
 
 @dataclass
@@ -56,6 +58,12 @@ class ScriptLibrary:
         loaded = self._files.get(self.root / "guard.yaml")
         return loaded.guard if loaded and loaded.guard else GuardRules()
 
+    @property
+    def loyalty(self) -> LoyaltyProgram | None:
+        """Points and levels, when the scripts have a loyalty.yaml."""
+        loaded = self._files.get(self.root / "loyalty.yaml")
+        return loaded.loyalty if loaded else None
+
     def _display(self, path: Path) -> str:
         try:
             return str(path.relative_to(Path.cwd()))
@@ -64,7 +72,7 @@ class ScriptLibrary:
 
     def _sources(self) -> list[Path]:
         journeys = sorted((self.root / "journeys").glob("*.yaml")) + sorted((self.root / "journeys").glob("*.yml"))
-        singles = [self.root / name for name in ("faq.yaml", "guard.yaml")]
+        singles = [self.root / name for name in ("faq.yaml", "guard.yaml", "loyalty.yaml")]
         return journeys + [path for path in singles if path.exists()]
 
     def reload(self, force: bool = False) -> list[Problem]:
@@ -122,7 +130,7 @@ class ScriptLibrary:
                                                           "report this to the developers")]
         if problems or parsed is None:
             return None, problems
-        return _Loaded(journey=parsed.journey, catalog=parsed.catalog, guard=parsed.guard), []
+        return _Loaded(journey=parsed.journey, catalog=parsed.catalog, guard=parsed.guard, loyalty=parsed.loyalty), []
 
     def _cross_file_problems(self, files: dict[Path, _Loaded]) -> list[Problem]:
         owners: dict[str, str] = {}
@@ -135,4 +143,16 @@ class ScriptLibrary:
                 problems.append(Problem(self._display(path), 1, f"journey id '{loaded.journey.id}' is already "
                                         f"used by {other} — journey ids must be unique"))
             owners[loaded.journey.id] = self._display(path)
+        faq = files.get(self.root / "faq.yaml")
+        if faq is not None and faq.catalog is not None:  # without a good faq.yaml its own problems say enough
+            from bot.listening import reply_label_problems  # (it imports the engine's journey runner)
+
+            problems += reply_label_problems({l.journey.id: l.journey for l in files.values() if l.journey},
+                                             faq.catalog)
+            loyalty = files.get(self.root / "loyalty.yaml")
+            intent = loyalty.loyalty.balance_intent if loyalty and loyalty.loyalty else None
+            if intent and faq.catalog.get(intent) is None:
+                problems.append(Problem(self._display(self.root / "loyalty.yaml"), 1, f"balance_intent '{intent}' "
+                                        "is not an intent of faq.yaml — add it there (e.g. examples: [查积分]) "
+                                        "or remove balance_intent"))
         return problems

@@ -1,13 +1,15 @@
 """What the operator asks of a running siyu's database: trigger, why, guard log, FAQ stats and gaps."""
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.commands import StaffActor, format_decisions
+from bot.guard_members import display_names
 from bot.reports import gap_lines, guard_log_lines, question_mix_lines
-from intents.insights import cluster_gaps, question_mix
+from intents.insights import cluster_gaps, question_mix, with_closest_intents
 from storage import repo
 
 if TYPE_CHECKING:
@@ -45,9 +47,11 @@ async def why(app: App, customer: str, limit: int) -> str:
 
 
 async def guard_log(app: App, limit: int) -> list[str]:
-    """The guard's latest actions, newest first."""
+    """The guard's latest actions, newest first, in local time."""
     async with app.db.session() as session:
-        return guard_log_lines(await repo.guard_events(session, limit))
+        events = await repo.guard_events(session, limit)
+        names = await display_names(session, {(e.channel, e.member_id) for e in events})
+    return guard_log_lines(events, names, ZoneInfo(app.settings.policy.timezone))
 
 
 async def faq_gaps(app: App, days: int) -> list[str]:
@@ -55,7 +59,9 @@ async def faq_gaps(app: App, days: int) -> list[str]:
     since = app.clock.now() - timedelta(days=days)
     async with app.db.session() as session:
         questions = await repo.unanswered_questions(session, since)
-    return gap_lines(cluster_gaps(questions), days)
+    understanding = app.engine.answers.understanding  # which intent each cluster is nearest to
+    top = understanding.semantic.top if understanding.semantic else understanding.fuzzy.top
+    return gap_lines(await asyncio.to_thread(with_closest_intents, cluster_gaps(questions), top), days)
 
 
 async def faq_stats(app: App, days: int, by: str) -> list[str]:

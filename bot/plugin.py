@@ -33,6 +33,8 @@ class HistoryLine:
     sender: str
     text: str
     at: datetime
+    notice: bool = False  # a moderation notice (「已被禁言 1 小时」): the page shows a system line, not a bubble
+    from_guide: bool = False  # a guide's own words (a console reply): `sender` is the guide's id on the channel
 
 
 class LoginResult(StrEnum):
@@ -76,6 +78,10 @@ class AdapterStore(Protocol):
     async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]: ...
 
     async def is_staff(self, channel: str, external_id: str) -> bool: ...
+
+    async def staff_name(self, channel: str, sender_id: str) -> str | None:
+        """The display name of the staff member who sent as `sender_id` on `channel`; None if unknown."""
+        ...
 
     async def keep_value(self, key: str, value: str) -> str:
         """Store `value` unless `key` already holds one; the stored value either way (first writer wins)."""

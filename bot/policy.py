@@ -218,3 +218,22 @@ class TouchPolicy:
         if local.weekday() not in rules.weekdays:
             return "weekday", f"{WEEKDAYS[local.weekday()]} is not a sending day"
         return "outside_window", f"outside the send window {request.window}"
+
+
+GROUP_POSTS_PER_DAY = 1  # scheduled posts (leaderboards, notices) per group per local day: a group is not a feed
+
+
+def group_post_decision(now: datetime, zone: ZoneInfo, rules: Rules, posted_today: int) -> PolicyDecision:
+    """Whether a scheduled group post (not an answer) may go out now: quiet hours, sending days, and at
+    most GROUP_POSTS_PER_DAY per group per local day."""
+    if posted_today >= GROUP_POSTS_PER_DAY:
+        tomorrow = local_midnight(now.astimezone(zone).date() + timedelta(days=1), zone)
+        return PolicyDecision(Verdict.DEFER, "group_cap_day", f"{posted_today} scheduled post(s) in this group "
+                                                              f"today (cap {GROUP_POSTS_PER_DAY})", tomorrow)
+    until = next_allowed_time(now, zone, rules.quiet, None, rules.weekdays)
+    if until is None:
+        return PolicyDecision(Verdict.DROP, "no_allowed_time", "no sending day is configured")
+    if until > now:
+        return PolicyDecision(Verdict.DEFER, "quiet_hours", f"quiet hours {rules.quiet}; deferred to "
+                                                            f"{until.astimezone(zone):%Y-%m-%d %H:%M} local", until)
+    return PolicyDecision(Verdict.SEND, "ok", "outside quiet hours, within the group's daily posts")

@@ -7,8 +7,8 @@ mid-way leaves a claim that expires and is taken over; its uncommitted work neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.channel_rules import reachable_after_removal
 from bot.clock import Clock
 from bot.conditions import ConditionError
 from bot.config import Settings
@@ -26,13 +27,14 @@ from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
 from bot.journey import Journey, Step
 from bot.library import ScriptLibrary
+from bot.loyalty import PointsBook
 from bot.metrics import Metrics
 from bot.policy import PolicyDecision, Rules, TouchPolicy, TouchRequest, Verdict
 from bot.transport import ChannelLimits
 from bot.templates import TemplateProblem, render
 from storage import repo
-from storage.db import Database
-from storage.models import Contact, Enrolment, Touch
+from storage.db import Database, queued_outbound
+from storage.models import Contact, Enrolment, Message, Touch
 from storage.touch_status import TouchStatus, release
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,8 @@ class TouchOutcome:
     variant: str | None = None
     text: str | None = None
     until: datetime | None = None
+    # outbound messages it queued, claimed for the caller when run_due was asked to (a greeting to deliver now)
+    queued: tuple[Message, ...] = field(default=(), compare=False, repr=False)
 
 
 class Scheduler:
@@ -82,20 +86,25 @@ class Scheduler:
         self.lease = timedelta(seconds=settings.scheduler.lease_seconds)
         self._told: set[tuple[str, str, str, int]] = set()  # (guide, journey, step, scripts version) told
 
-    async def run_due(self) -> list[TouchOutcome]:
-        """Claim and process every touch due now, batch after batch, until none is left."""
+    async def run_due(self, contacts: Collection[int] | None = None, claim_for: Collection[str] = (),
+                      claimed_until: datetime | None = None) -> list[TouchOutcome]:
+        """Claim and process every touch due now (only these customers', when given), batch after batch,
+        until none is left. Messages on `claim_for` channels are claimed until `claimed_until` in the
+        touch's own transaction, for the caller to deliver at once (`TouchOutcome.queued`)."""
         outcomes: list[TouchOutcome] = []
         while True:
             now = self.clock.now()
             async with self.db.session() as session, session.begin():
                 ids = await repo.claim_due_touches(session, self.worker_id, now, self.lease,
-                                                   self.settings.scheduler.batch)
+                                                   self.settings.scheduler.batch, contacts)
             if not ids:
                 return outcomes
             for touch_id in ids:
                 try:
                     async with self.db.session() as session, session.begin():
                         outcome = await self._process(session, touch_id)
+                        if outcome is not None and claimed_until is not None:
+                            outcome = self._claimed(outcome, queued_outbound(session), claim_for, claimed_until)
                 except LostClaim:
                     log.warning("touch %s was taken over by another worker", touch_id)
                     continue
@@ -112,6 +121,14 @@ class Scheduler:
                     self.metrics.touches.labels(outcome.decision, outcome.reason).inc()  # committed
             if len(ids) < self.settings.scheduler.batch:
                 return outcomes  # a short batch means nothing else was due
+
+    @staticmethod
+    def _claimed(outcome: TouchOutcome, queued: list[Message], channels: Collection[str],
+                 until: datetime) -> TouchOutcome:
+        mine = tuple(m for m in queued if m.channel in channels)
+        for message in mine:
+            message.delivery_claimed_until, message.delivery_attempts = until, 1
+        return replace(outcome, queued=mine) if mine else outcome
 
     async def _process(self, session: AsyncSession, touch_id: int) -> TouchOutcome | None:
         now = self.clock.now()
@@ -136,10 +153,15 @@ class Scheduler:
         if enrolment is not None and enrolment.status != "active":
             return await self._finish(session, touch, TouchStatus.CANCELLED, "enrolment_ended",
                                       f"journey ended ({enrolment.exit_reason})", now)
+        held = await self.runner.held_until(session, contact, enrolment, touch, now)  # a guide has the chat
+        if held is not None:
+            return await self._defer(session, touch, PolicyDecision(Verdict.DEFER, "paused", "导购接管中，旅程暂停", held),
+                                     now)
         if step.when is not None and touch.triggered_by is None:
             functions = await self._condition_functions(session, contact, enrolment, journey)
+            points, level = await PointsBook(self.library.loyalty).facts(session, contact, now)
             try:
-                passed = step.when.evaluate({"customer": customer_view(contact, now)}, functions)
+                passed = step.when.evaluate({"customer": customer_view(contact, now, points, level)}, functions)
             except ConditionError as exc:
                 return await self._script_error(session, touch, contact, enrolment, journey, step,
                                                 step.when_line or step.line, f"when: {exc}", now)
@@ -186,7 +208,10 @@ class Scheduler:
             _, window_used = await repo.delivery_window(session, contact.channel, contact.external_id)
         return TouchRequest(
             now=now, zone=customer_zone(contact, self.settings.policy.timezone), rules=self.rules_for(journey.id),
-            opted_out=contact.opted_out, churned=contact.churned, reply=step.reply, window=step.window,
+            opted_out=contact.opted_out, reply=step.reply,
+            # a win-back journey may still write where the platform permits it (bot/channel_rules.py)
+            churned=contact.churned and not (journey.trigger.kind == "churned"
+                                             and reachable_after_removal(contact.channel)), window=step.window,
             priority=self.priority_of(journey.id, touch.triggered_by), competing_priority=competing,
             triggered_by=touch.triggered_by, first_due_at=touch.first_due_at, expire=journey.expire_of(step),
             last_inbound_at=contact.last_inbound_at, sent=sent, channel=limits, window_used=window_used)
@@ -194,8 +219,9 @@ class Scheduler:
     async def _send(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                     journey: Journey, step: Step, decision: PolicyDecision, now: datetime) -> TouchOutcome:
         variant = step.choose_variant(journey.id, contact.id)
+        points, level = await PointsBook(self.library.loyalty).facts(session, contact, now)
         try:
-            text = render(step.template_for(variant), self._render_context(contact, touch, now))
+            text = render(step.template_for(variant), self._render_context(contact, touch, now, points, level))
         except TemplateProblem as exc:
             return await self._script_error(session, touch, contact, enrolment, journey, step,
                                             step.text_line(variant) + exc.line - 1, str(exc), now)
@@ -218,6 +244,7 @@ class Scheduler:
         repo.log_decision(session, touch, "sent", decision.reason, detail, now, proactive=not step.reply)
         if enrolment is not None and variant is not None:
             enrolment.variants = {**(enrolment.variants or {}), step.id: variant.name}
+        self.runner.listen(enrolment, step, now)  # an on_reply step hears the next reply
         if step.tag and step.tag not in (contact.tags or []):
             contact.tags = sorted({*(contact.tags or []), step.tag})
             repo.add_message(session, channel=contact.channel, chat_type=ChatType.DIRECT.value,
@@ -307,10 +334,11 @@ class Scheduler:
 
         return {"replied_since": replied_since, "has_tag": has_tag}
 
-    def _render_context(self, contact: Contact, touch: Touch, now: datetime) -> dict[str, Any]:
+    def _render_context(self, contact: Contact, touch: Touch, now: datetime, points: int = 0,
+                        level: str = "") -> dict[str, Any]:
         guide = self.settings.guide(contact.guide_key)
         context: dict[str, Any] = {
-            "customer": customer_view(contact, now),
+            "customer": customer_view(contact, now, points, level),
             "guide": {"id": guide.id, "name": guide.name} if guide else {"id": "", "name": "您的专属顾问"},
             "brand": self.settings.brand,
         }

@@ -8,20 +8,23 @@ from typing import Any, Literal
 
 from bot.guard import GuardRules, parse_guard
 from bot.journey import Journey, parse_journey
+from bot.loyalty import LoyaltyProgram, parse_loyalty
 from bot.problems import Problem
 from bot.validation import Loc, Voice, validate
 from bot.yamlsource import YamlDocument
 from intents.catalog import INTENT_ID, Catalog, FaqFile
 
-ScriptKind = Literal["journey", "faq", "guard"]
+ScriptKind = Literal["journey", "faq", "guard", "loyalty"]
 
 
 def kind_of(path: Path) -> ScriptKind:
-    """`faq.yaml` and `guard.yaml` by name; everything else the library reads is a journey."""
+    """`faq.yaml`, `guard.yaml` and `loyalty.yaml` by name; everything else the library reads is a journey."""
     if path.name == "faq.yaml":
         return "faq"
     if path.name == "guard.yaml":
         return "guard"
+    if path.name == "loyalty.yaml":
+        return "loyalty"
     return "journey"
 
 
@@ -32,6 +35,7 @@ class ParsedScript:
     journey: Journey | None = None
     catalog: Catalog | None = None
     guard: GuardRules | None = None
+    loyalty: LoyaltyProgram | None = None
 
 
 class LenientBrand(dict[str, Any]):
@@ -54,6 +58,9 @@ def parse_script(kind: ScriptKind, doc: YamlDocument,
     if kind == "guard":
         guard, problems = parse_guard(doc)
         return (ParsedScript(guard=guard) if guard is not None else None), problems
+    if kind == "loyalty":
+        loyalty, problems = parse_loyalty(doc)
+        return (ParsedScript(loyalty=loyalty) if loyalty is not None else None), problems
     journey, problems = parse_journey(doc, brand)
     return (ParsedScript(journey=journey) if journey is not None else None), problems
 

@@ -14,15 +14,16 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.clock import VirtualClock
-from bot.config import Settings
+from bot.config import Settings, StaffMember
 from bot.events import Action, Event, EventKind, Profile
 from bot.scheduler import TouchOutcome
 from bot.transport import FOREVER, DedupesRepeats
-from storage.models import Contact, Enrolment, Message
+from storage.models import Contact, Enrolment, Message, PointsEntry, TouchLog
 from storage.repo import next_due_at
 
 CHANNEL = "sim"
-KINDS = ("silent", "engaged", "opts_out", "churns", "birthday")
+# buys: tagged vip, then two orders (points, and a level-up); transferred: handed to a colleague on day 4
+KINDS = ("silent", "engaged", "opts_out", "churns", "birthday", "buys", "transferred")
 _SURNAMES = "林王陈张李刘杨黄赵吴周徐孙马朱胡郭何高罗"
 _TITLES = ("小姐", "女士", "先生", "同学")
 _FAQ_QUESTIONS = ("包邮吗", "敏感肌能用吗", "什么时候发货", "优惠券怎么用", "门店在哪里", "可以退货吗")
@@ -36,7 +37,7 @@ class ScriptedAct:
 
     at: datetime
     customer: int
-    kind: str  # add | say | remove
+    kind: str  # add | say | remove | tag | buy | transfer
     text: str = ""
 
 
@@ -49,6 +50,7 @@ class SimCustomer:
     birthday: date | None = None
     contact_id: int | None = None
     lines: list[dict[str, Any]] = field(default_factory=list)
+    level: str | None = None
 
 
 class _SimTransport(DedupesRepeats):
@@ -61,6 +63,14 @@ class _SimTransport(DedupesRepeats):
 
     async def deliver(self, action: Action) -> None:
         return None
+
+
+def _with_colleague(settings: Settings) -> tuple[StaffMember, ...]:
+    """The configured staff, plus a colleague to hand customers to when there is only one guide."""
+    staff = tuple(settings.staff)
+    if sum(1 for m in staff if m.role == "guide") >= 2:
+        return staff
+    return (*staff, StaffMember(id="sim_colleague", name="同事小林"))
 
 
 def _customers(count: int, rng: random.Random, start: datetime, days: int) -> list[SimCustomer]:
@@ -92,6 +102,12 @@ def _script(customer: SimCustomer, rng: random.Random) -> Iterator[ScriptedAct]:
         yield ScriptedAct(base + 4 * day + timedelta(hours=1), customer.index, "say", "退订")
     elif customer.kind == "churns":
         yield ScriptedAct(base + 10 * day, customer.index, "remove")
+    elif customer.kind == "buys":
+        yield ScriptedAct(base + day + timedelta(hours=2), customer.index, "tag", "vip")
+        yield ScriptedAct(base + 2 * day + timedelta(hours=3), customer.index, "buy", "299")
+        yield ScriptedAct(base + 9 * day + timedelta(hours=2), customer.index, "buy", "1200")
+    elif customer.kind == "transferred":
+        yield ScriptedAct(base + 4 * day + timedelta(hours=1), customer.index, "transfer")
 
 
 class Simulation:
@@ -99,7 +115,8 @@ class Simulation:
 
     def __init__(self, settings: Settings, scripts: Path, days: int, customers: int, seed: int,
                  start: datetime) -> None:
-        self.settings = settings.model_copy(update={"database_url": "sqlite+aiosqlite://"})
+        self.settings = settings.model_copy(update={"database_url": "sqlite+aiosqlite://",
+                                                    "staff": _with_colleague(settings)})
         self.clock = VirtualClock(start)
         self.app = App(self.settings, scripts, self.clock, worker_id="sim")
         self.app.add_transport(_SimTransport())
@@ -159,6 +176,56 @@ class Simulation:
         elif step.kind == "remove":
             self._line(customer, now, "received", reason="customer removed the guide")
             await self.app.engine.handle(Event(EventKind.CONTACT_REMOVED, CHANNEL, external, now))
+        elif step.kind == "tag":
+            self._line(customer, now, "received", reason=f"tag {step.text}")
+            await self.app.engine.handle(Event(EventKind.TAG_ADDED, CHANNEL, external, now, tag=step.text))
+        elif step.kind == "buy":
+            await self._buy(customer, external, float(step.text), now)
+        elif step.kind == "transfer":
+            await self._transfer(customer, external, now)
+        if step.kind == "say":
+            await self._record_branches(customer, now)
+
+    async def _buy(self, customer: SimCustomer, external: str, amount: float, now: datetime) -> None:
+        """An order from the brand's shop, as `POST /api/events` brings it: points, maybe a level-up."""
+        from bot.business_events import BusinessEvents
+
+        order = f"S{self._counter:05d}"
+        self._line(customer, now, "purchased", text=f"{amount:g} 元", reason=f"order {order}")
+        events = BusinessEvents(self.app.db, self.app.engine.contacts, self.clock)
+        await events.receive({"event_id": f"sim-{order}", "type": "purchase",
+                              "customer": {"channel": CHANNEL, "id": external},
+                              "data": {"order_id": order, "amount": amount}}, source="import")
+        async with self.app.db.session() as session:
+            entries = (await session.scalars(select(PointsEntry).where(
+                PointsEntry.contact_id == customer.contact_id, PointsEntry.at == now).order_by(PointsEntry.id))).all()
+            level = await session.scalar(select(Contact.level).where(Contact.id == customer.contact_id))
+        for entry in entries:
+            self._line(customer, now, "points", text=f"{entry.delta:+d}", reason=f"{entry.reason}: {entry.detail}")
+        if level is not None and level != customer.level:
+            customer.level = level
+            self._line(customer, now, "level_up", text=level)
+
+    async def _transfer(self, customer: SimCustomer, external: str, now: datetime) -> None:
+        """The customer's guide hands them to a colleague (在职继承); the new guide introduces themself."""
+        from bot.transfers import transfer_customers
+
+        guides = [m.id for m in self.settings.staff if m.role == "guide"]
+        async with self.app.db.session() as session:
+            current = await session.scalar(select(Contact.guide_key).where(Contact.id == customer.contact_id))
+        current = current or self.settings.default_guide or guides[0]
+        colleague = next(g for g in guides if g != current)
+        report = await transfer_customers(self.app, current, colleague, [external])
+        self._line(customer, now, "transferred", text=f"{current} → {colleague}", reason=report.rows[0].status)
+
+    async def _record_branches(self, customer: SimCustomer, now: datetime) -> None:
+        """A reply a listening step branched on (journeys' `on_reply`)."""
+        async with self.app.db.session() as session:
+            rows = (await session.scalars(select(TouchLog).where(
+                TouchLog.contact_id == customer.contact_id, TouchLog.decision == "branched", TouchLog.at == now)
+                .order_by(TouchLog.id))).all()
+        for row in rows:
+            self._line(customer, now, "branched", row.journey_id, row.step_id, text=row.detail, reason=row.reason)
 
     def _line(self, customer: SimCustomer, at: datetime, kind: str, journey: str | None = None,
               step: str | None = None, variant: str | None = None, text: str | None = None,
@@ -208,7 +275,8 @@ def write_transcripts(customers: list[SimCustomer], start: datetime, out: TextIO
         for line in lines:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return
-    marks = {"enrolled": "＋", "exited": "×", "sent": "→", "deferred": "…", "dropped": "⊘", "received": "←"}
+    marks = {"enrolled": "＋", "exited": "×", "sent": "→", "deferred": "…", "dropped": "⊘", "received": "←",
+             "purchased": "¥", "points": "＊", "level_up": "↑", "transferred": "⇄", "branched": "⑂"}
     for customer in customers:
         out.write(f"\n#{customer.index} {customer.name} ({customer.kind})\n")
         for line in customer.lines:

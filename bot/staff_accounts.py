@@ -2,7 +2,11 @@
 
 Failed logins are counted in the database (the `kv` table), so the limits hold across every
 process that shares it, not only within one. Each attempt is written down *before* its password
-is checked, so parallel guesses count too; a success then removes the staff id's failures.
+is checked, so parallel guesses count too; a success then removes that client's failures for the id.
+
+The limits are per staff id *from one client address* and per client address: failures from
+somewhere else never lock a guide out, and a refusal is not counted, so every lockout ends one
+FAILURE_WINDOW after the last counted failure (bounded, however long someone keeps trying).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from storage.db import Database
 MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "siyu_"
 FAILURE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_STAFF = 5      # per staff id within the window: slows guessing one account
+MAX_FAILURES_PER_STAFF = 5      # per staff id from one client within the window: slows guessing one account
 MAX_FAILURES_PER_CLIENT = 20    # per client address within the window: slows one source trying many ids
 FAILURE_KEY = "staff_login_failure:"  # kv keys: staff_login_failure:<scope>:<digest>:<attempt>
 
@@ -111,9 +115,9 @@ class StaffAccounts:
         return None if hashed is None else hashlib.sha256(hashed.encode()).hexdigest()[:16]
 
     async def login(self, staff_key: str, password: str, client: str) -> LoginResult:
-        """Check a password, throttled per staff id and per client address (see the module docstring)."""
+        """Check a password, throttled per staff id from one client and per client (see the module docstring)."""
         now = self.clock.now()
-        staff_scope, client_scope = _scope("staff", staff_key), _scope("client", client)
+        staff_scope, client_scope = _scope("staff", f"{client}\n{staff_key}"), _scope("client", client)
         attempt = uuid.uuid4().hex
         async with self.db.session() as session, session.begin():
             await repo.delete_values(session, FAILURE_KEY, before=now - FAILURE_WINDOW)

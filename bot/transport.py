@@ -5,13 +5,13 @@ one required ability; the others are explicit protocols a transport declares by 
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from bot.events import Action, Event
+from bot.events import Action, Address, Event
 
 EventHandler = Callable[[Event], Awaitable[None]]
 
@@ -124,4 +124,64 @@ class DedupesRepeats(Protocol):
         """How long after the first attempt a repeat of `action` is still dropped by the platform:
         FOREVER when it always is (also for an action that changes nothing there), None when the
         platform would deliver the repeat."""
+        ...
+
+
+class HandoverState(StrEnum):
+    """Where a platform's hand-over of one customer to another guide stands (在职/离职继承)."""
+
+    WAITING = "waiting"    # asked; the customer may still refuse, or the platform has not moved them yet
+    ACCEPTED = "accepted"  # the new guide has the customer
+    REFUSED = "refused"    # the customer refused, or the new guide has too many customers
+    FAILED = "failed"      # the platform would not start it (not a contact of the old guide, …)
+
+
+@dataclass(frozen=True)
+class Handover:
+    """One customer's hand-over as the platform reports it; `detail` says why (for people, no PII)."""
+
+    customer: str
+    state: HandoverState
+    detail: str = ""
+
+
+@runtime_checkable
+class HandsOverCustomers(Protocol):
+    """A transport whose platform owns which guide has a customer, and moves them on request."""
+
+    async def hand_over(self, from_guide: str, to_guide: str, customers: Sequence[str],
+                        departed: bool) -> list[Handover]:
+        """Ask the platform to move `customers` (platform ids) between guides (their platform ids)."""
+        ...
+
+    async def handover_results(self, from_guide: str, to_guide: str, departed: bool) -> list[Handover]:
+        """What the platform says now about the hand-overs between these two guides."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContactCode:
+    """A platform's 「联系我」 code: its id there and the QR image customers scan."""
+
+    config_id: str
+    qr_code: str
+
+
+@runtime_checkable
+class MakesContactCodes(Protocol):
+    """A transport whose platform makes QR codes that spread new customers over several guides."""
+
+    async def create_contact_code(self, state: str, guides: Sequence[str], remark: str) -> ContactCode:
+        """One multi-guide code; each customer added through it arrives with `state`."""
+        ...
+
+
+@runtime_checkable
+class ConnectedHere(Protocol):
+    """A transport whose recipients connect to siyu itself (web chat sockets), not to a platform: no
+    platform quota applies, and since a recipient may be connected to another process sharing the
+    database, every action it delivers is also relayed to the others (PostgreSQL LISTEN/NOTIFY)."""
+
+    def connected_here(self, address: Address) -> bool:
+        """Whether someone `address` reaches holds a connection to this process."""
         ...

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler,
                       field_validator)
@@ -28,6 +28,7 @@ class FaqIntent:
     answer: str
     description: str = ""
     in_groups: bool = True  # small talk is for 1v1; in a group it is noise
+    kind: str = "faq"  # faq: answers a question; chitchat: small talk; decline: politely not our business
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class Catalog:
 
     intents: tuple[FaqIntent, ...]
     handoff_reply: str = "这个问题我请导购来为您解答，请稍等～"
+    ack_reply: str = ""  # said to 「好的」「👍」 and the like; empty: nothing is said (and nobody is called)
 
     @cached_property
     def _by_id(self) -> dict[str, FaqIntent]:
@@ -65,6 +67,8 @@ class IntentFile(BaseModel):
     answer: Annotated[str, AfterValidator(_text("'answer' — write what the bot replies"))] = Field(
         description="what the bot replies")
     in_groups: bool = Field(True, strict=True)
+    kind: Literal["faq", "chitchat", "decline"] = Field(
+        "faq", description="faq (a question we answer), chitchat (small talk) or decline (not our business)")
 
     @field_validator("id", mode="before")
     @classmethod
@@ -79,7 +83,7 @@ class IntentFile(BaseModel):
         return "" if value is None else str(value).strip()
 
     def intent(self) -> FaqIntent:
-        return FaqIntent(self.id, tuple(self.examples), self.answer, self.description, self.in_groups)
+        return FaqIntent(self.id, tuple(self.examples), self.answer, self.description, self.in_groups, self.kind)
 
 
 class FaqFile(BaseModel):
@@ -88,6 +92,7 @@ class FaqFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     handoff_reply: str | None = None
+    ack_reply: str | None = None
     intents: list[IntentFile] = Field(description="a list of {id, examples, answer}")
 
     @field_validator("intents", mode="wrap")
@@ -117,7 +122,8 @@ class FaqFile(BaseModel):
 
     def catalog(self) -> Catalog:
         handoff = (self.handoff_reply or "").strip()
-        return Catalog(tuple(i.intent() for i in self.intents), handoff or Catalog.handoff_reply)
+        return Catalog(tuple(i.intent() for i in self.intents), handoff or Catalog.handoff_reply,
+                       (self.ack_reply or "").strip())
 
 
 def catalog_from_jsonl(path: Path) -> Catalog:

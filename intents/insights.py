@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from rapidfuzz import fuzz, process
 
+from intents.fuzzy import Candidate
 from intents.normalize import normalize
 
 HANDOFF = "(handed off)"
@@ -51,6 +52,8 @@ class Gap:
     example: str
     count: int
     variants: tuple[str, ...]
+    closest: str | None = None  # the intent it is nearest to: add the question there, or write a new one
+    closeness: float = 0.0      # that tier's score, 0–1
 
 
 def cluster_gaps(questions: Sequence[str], similarity: float = 60.0, top: int = 20) -> list[Gap]:
@@ -74,3 +77,16 @@ def cluster_gaps(questions: Sequence[str], similarity: float = 60.0, top: int = 
         gaps.append(Gap(original[key], sum(counts[keys[j]] for j in members),
                         tuple(original[keys[j]] for j in members[:5])))
     return sorted(gaps, key=lambda g: -g.count)[:top]
+
+
+def with_closest_intents(gaps: Sequence[Gap], top: Callable[[str], Sequence[Candidate]]) -> list[Gap]:
+    """Each gap with the intent its questions are closest to (by `top`, the cascade's best tier)."""
+    suggested = []
+    for gap in gaps:
+        scores: dict[str, float] = defaultdict(float)
+        for variant in gap.variants:
+            for candidate in list(top(variant))[:1]:
+                scores[candidate.intent] += candidate.score / len(gap.variants)
+        best = max(scores.items(), key=lambda item: item[1], default=None)
+        suggested.append(replace(gap, closest=best[0], closeness=best[1]) if best else gap)
+    return suggested

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,17 @@ SYSTEM_PROMPT = (
     '{"intent": "<one candidate id or none>", "confidence": <number 0..1>}. '
     'Use "none" when no candidate fits the message well; a wrong answer is worse than none.'
 )
+
+
+@dataclass(frozen=True)
+class LlmAsked:
+    """One real call to the model (a cached answer is not one): what storage records of it."""
+
+    model: str
+    latency_ms: float
+    intent: str | None
+    confidence: float | None
+    failure: str | None  # why its answer was not usable; None when it answered within bounds
 
 
 @dataclass(frozen=True)
@@ -65,19 +77,29 @@ class LlmClassifier:
 
     async def classify(self, question: str, candidates: Sequence[Candidate]) -> LlmVerdict | None:
         """The model's pick among `candidates`, or None when it failed or answered out of bounds."""
+        return (await self.classify_recorded(question, candidates))[0]
+
+    async def classify_recorded(self, question: str, candidates: Sequence[Candidate]
+                                ) -> tuple[LlmVerdict | None, LlmAsked | None]:
+        """`classify`, plus what to record when the model was really asked (None: answered from the cache)."""
         ids = tuple(c.intent for c in candidates)
         key = (normalize(question), ids)
         if key in self._cache:
             self._cache.move_to_end(key)
-            return self._cache[key]
+            return self._cache[key], None
         self.calls += 1
-        verdict = await self._ask(question, candidates, set(ids))
+        why: list[str] = []
+        began = time.perf_counter()
+        verdict = await self._ask(question, candidates, set(ids), why)
+        asked = LlmAsked(self.model, (time.perf_counter() - began) * 1000, verdict.intent if verdict else None,
+                         verdict.confidence if verdict else None, why[0].split(":")[0][:255] if why else None)
         self._cache[key] = verdict
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return verdict
+        return verdict, asked
 
-    async def _ask(self, question: str, candidates: Sequence[Candidate], ids: set[str]) -> LlmVerdict | None:
+    async def _ask(self, question: str, candidates: Sequence[Candidate], ids: set[str],
+                   why: list[str]) -> LlmVerdict | None:
         import openai  # already loaded by __init__; this only binds the name for the except clauses
 
         try:
@@ -87,22 +109,23 @@ class LlmClassifier:
                           {"role": "user", "content": self._prompt(question, candidates)}])
             content = response.choices[0].message.content or ""
         except openai.APITimeoutError:
-            return self._fail("timed out")
+            return self._fail("timed out", why)
         except openai.OpenAIError as exc:
-            return self._fail(f"{type(exc).__name__}: {exc}")
+            return self._fail(f"{type(exc).__name__}: {exc}", why)
         try:
             data = json.loads(content)
             intent = data["intent"]
             confidence = float(data.get("confidence", 0))
         except (ValueError, KeyError, TypeError):
-            return self._fail(f"not the JSON asked for: {content[:80]!r}")
+            return self._fail(f"not the JSON asked for: {content[:80]!r}", why)
         if intent in (None, "none", ""):
             return LlmVerdict(None, confidence)
         if intent not in ids:
-            return self._fail(f"named {intent!r}, which is not a candidate")
+            return self._fail(f"named {intent!r}, which is not a candidate", why)
         return LlmVerdict(str(intent), max(0.0, min(1.0, confidence)))
 
-    def _fail(self, why: str) -> None:
+    def _fail(self, reason: str, why: list[str]) -> None:
         self.failures += 1
-        log.warning("LLM classifier: %s; handing off instead", why)
+        why.append(reason)
+        log.warning("LLM classifier: %s; handing off instead", reason)
         return None

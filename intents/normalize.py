@@ -8,6 +8,7 @@ from functools import lru_cache
 import zhconv
 
 _SPACES = re.compile(r"\s+")
+_MENTION = re.compile(r"[@＠][^\s@＠]+\s*")
 
 
 def _is_noise(char: str) -> bool:
@@ -30,3 +31,8 @@ def normalize(text: str) -> str:
 def squeeze(text: str) -> str:
     """Folded, with everything but letters and digits removed: 兼 职.日-结 → 兼职日结 (the guard's view)."""
     return "".join(c for c in fold(text) if unicodedata.category(c)[0] in "LN")
+
+
+def without_mentions(text: str) -> str:
+    """「@山茶集小助手 什么时候发货」 → 「什么时候发货」: who a group message addresses is not what it asks."""
+    return _MENTION.sub(" ", text).strip()

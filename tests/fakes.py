@@ -203,6 +203,10 @@ class FakeQyapi(LocalServer):
     kf_page: int = 2
     group_members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     contact_tags: dict[str, list[str]] = field(default_factory=dict)  # corp tags a guide gave each customer
+    # 在职/离职继承: (handover, takeover, departed) → customer → status (1 taken over, 2 waiting, 3 refused, 4 full)
+    handovers: dict[tuple[str, str, bool], dict[str, int]] = field(default_factory=dict)
+    contact_ways: dict[str, dict[str, Any]] = field(default_factory=dict)  # config_id → add_contact_way body
+    _scans: dict[str, int] = field(default_factory=dict)
     server: TestServer | None = None
     _msgids: int = 0
 
@@ -263,7 +267,34 @@ class FakeQyapi(LocalServer):
         if path == "/kf/send_msg":
             self._msgids += 1
             return {"msgid": f"kfmsg_{self._msgids}"}
+        if path in ("/externalcontact/transfer_customer", "/externalcontact/resigned/transfer_customer"):
+            pair = self.handovers.setdefault((body["handover_userid"], body["takeover_userid"],
+                                              "resigned" in path), {})
+            for customer in body["external_userid"]:
+                pair[customer] = 2  # waiting: the customer has 24 h to refuse
+            return {"customer": [{"external_userid": c, "errcode": 0} for c in body["external_userid"]]}
+        if path in ("/externalcontact/transfer_result", "/externalcontact/resigned/transfer_result"):
+            pair = self.handovers.get((body["handover_userid"], body["takeover_userid"], "resigned" in path), {})
+            return {"customer": [{"external_userid": c, "status": status, "takeover_time": 1_772_000_000}
+                                 for c, status in pair.items()], "next_cursor": ""}
+        if path == "/externalcontact/add_contact_way":
+            config_id = f"cfg{len(self.contact_ways) + 1:04d}"
+            self.contact_ways[config_id] = body
+            return {"config_id": config_id, "qr_code": f"https://wework.qpic.cn/wwpic/{config_id}/0"}
         return {}
+
+    def settle_handover(self, customer: str, status: int) -> None:
+        """The platform settles a waiting hand-over: 1 taken over, 3 refused by the customer, 4 guide full."""
+        for pair in self.handovers.values():
+            if customer in pair:
+                pair[customer] = status
+
+    def scan(self, config_id: str) -> str:
+        """A customer scans a 「联系我」 code: the guide WeCom gives them, round-robin over its users."""
+        users = self.contact_ways[config_id]["user"]
+        turn = self._scans.get(config_id, 0)
+        self._scans[config_id] = turn + 1
+        return str(users[turn % len(users)])
 
     def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/cgi-bin/{path:.*}", self._handle)

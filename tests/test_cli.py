@@ -37,7 +37,7 @@ def test_trigger_and_why_from_the_command_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "已安排 new_customer.day1_care 发给 访客" in result.stdout
     why = siyu("why", "console-customer", db=db)
-    assert "new_customer.greeting  sent" in why.stdout
+    assert "new_customer.greeting  已发送" in why.stdout
     missing = siyu("trigger", "new_customer.day1_care", "--customer", "nobody", db=db)
     assert missing.returncode == 1 and "no customer 'nobody'" in missing.stderr
 
@@ -50,7 +50,8 @@ def test_simulate_json_is_complete_and_deterministic(tmp_path: Path) -> None:
     assert first.stdout == second.stdout
     rows = [json.loads(line) for line in first.stdout.splitlines()]
     assert all(set(r) >= {"t", "customer", "kind", "journey", "step", "variant", "text", "reason"} for r in rows)
-    assert {r["kind"] for r in rows} == {"enrolled", "exited", "sent", "deferred", "dropped", "received"}
+    assert {r["kind"] for r in rows} == {"enrolled", "exited", "sent", "deferred", "dropped", "received",
+                                         "purchased", "points", "level_up", "transferred"}
     assert all("+08:00" in r["t"] for r in rows)
     opted = [r for r in rows if r["kind"] == "exited" and r["reason"] == "opted_out"]
     assert opted, "the opt-out customer's journeys end"

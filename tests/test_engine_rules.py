@@ -65,7 +65,7 @@ async def test_guide_triggers_a_step_by_hand(harness: Harness) -> None:
     await harness.guide_says("/sop no_such_journey zhou")
     assert "没有旅程 'no_such_journey'" in harness.texts("guide-xiaomei")[-1]
     await harness.guide_says("/why zhou")
-    assert "new_customer.day3_followup  sent" in harness.texts("guide-xiaomei")[-1]
+    assert "new_customer.day3_followup  已发送" in harness.texts("guide-xiaomei")[-1]
 
 
 async def test_customer_cannot_run_guide_commands(harness: Harness) -> None:
@@ -83,7 +83,10 @@ async def test_unknown_question_is_handed_to_the_guide(harness: Harness) -> None
     assert harness.texts("qian")[-1] == "转人工：这个问题请测试顾问来回答"
     note = harness.texts("guide-xiaomei")[-1]
     assert note.startswith("【转人工】钱女士")
-    assert "你们的面霜和海蓝之谜比起来怎么样" in note and "#chat=test:qian" in note
+    assert "你们的面霜和海蓝之谜比起来怎么样" in note
+    async with harness.app.db.session() as session:
+        qian = await session.scalar(select(Contact.id).where(Contact.external_id == "qian"))
+    assert f"会话：http://127.0.0.1:8080/console#/inbox/{qian}\n" in note  # her conversation in the console
     async with harness.app.db.session() as session:
         flagged = (await session.scalars(select(Message).where(Message.handoff.is_(True))
                                          .order_by(Message.id))).all()
@@ -178,9 +181,9 @@ async def test_why_lists_decisions_newest_first(harness: Harness) -> None:
     lines = format_decisions(contact, rows, SHANGHAI).splitlines()
     assert lines[0] == "问原因（#1）最近的触达决策（Asia/Shanghai 时间）："
     assert lines[2].startswith("2026-03-03 10:15")  # the customer's local time, as the guide reads it
-    assert "new_customer.group_invite  skipped  condition_false" in lines[1]
-    assert "new_customer.day1_care  sent  ok" in lines[2]
-    assert "new_customer.greeting  sent  reply" in lines[3]
+    assert "new_customer.group_invite  跳过  条件不满足，跳过" in lines[1]
+    assert "new_customer.day1_care  已发送  符合频次、间隔、免打扰时段和发送窗口" in lines[2]
+    assert "new_customer.greeting  已发送  回应顾客自己的动作，不计入频次" in lines[3]
 
 
 async def test_bot_stays_out_of_a_group_a_guide_is_handling(harness: Harness) -> None:

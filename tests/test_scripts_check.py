@@ -258,10 +258,11 @@ def test_check_lists_every_mistake_of_faq_yaml(tmp_path: Path) -> None:
     ("config.yaml", "brand:\n  name: 山茶集\nservr:\n  port: 1\n",
      ":3: servr: unknown setting — expected one of brand, database_url, server, "),
     ("scripts/journeys/hello.yaml", GOOD_FILES["scripts/journeys/hello.yaml"] + "colour: red\n",
-     ":8: unknown key 'colour' — expected one of journey, title, trigger, exit_when, priority, expire, steps"),
+     ":8: unknown key 'colour' — expected one of journey, title, trigger, exit_when, priority, expire, interests, "
+     "steps"),
     ("scripts/journeys/hello.yaml", GOOD_FILES["scripts/journeys/hello.yaml"] + "    tga: x\n",
      ":8: step 'greeting' has unknown key 'tga' — expected one of id, at, on, time, dates, say, variants, window, "
-     "when, reply, expire, tag"),
+     "when, reply, expire, tag, on_reply"),
     ("scripts/guard.yaml", "flood:\n  mesages: 3\n",
      ":2: flood.mesages: unknown key — expected one of messages, seconds"),
     ("scripts/faq.yaml", GOOD_FILES["scripts/faq.yaml"] + "    answr: 包邮\n",

@@ -101,6 +101,8 @@ async def test_unknown_question_goes_to_the_guide_and_the_bot_waits_for_release(
     assert "你们和隔壁那家比哪个好用" in note and "tg://user?id=1002" in note
     assert world.texts_to(1002)[-1] == "转人工：这个问题请测试顾问来回答"
 
+    await world.customer(GUIDE, "小美", "/handoff 1002")  # the guide joins: the customer is told
+    await world.until(lambda: world.texts_to(1002)[-1].startswith("导购小美已加入对话"))
     await world.customer(1002, "Wang", "包邮吗")  # a person has the chat: the bot stays quiet
     await world.until(lambda: any("【转人工·续】Wang：包邮吗" in t for t in world.texts_to(GUIDE)))
     assert not any(t.startswith("答·运费") for t in world.texts_to(1002))
@@ -161,7 +163,7 @@ async def test_without_admin_rights_the_bot_warns_instead(world: TelegramWorld,
         world.fake.push(tg_group(GROUP, 2002, "Ads", text, world.next_id()))
         await world.settle(before)
     await world.until(lambda: len(world.texts_to(GROUP)) == 2)
-    assert world.texts_to(GROUP)[1] == "Ads 已被禁言 1:00:00"
+    assert world.texts_to(GROUP)[1] == "Ads 再次违反群规，已被禁言 1 小时"  # the second strike, in words
     assert "not an admin" in caplog.text
 
 

@@ -6,6 +6,7 @@ UTF-16 surrogate such as "\\ud800") becomes a Chinese error for the sender; the 
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,6 +26,9 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
+_STATE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 class JoinFrame(_Frame):
     """`{type: join, role, name, session}`: a guide's identity comes from the login cookie instead."""
 
@@ -32,6 +36,13 @@ class JoinFrame(_Frame):
     role: Literal["customer", "member", "guide"] = "customer"
     name: str = Field("", max_length=200)
     session: str | None = Field(None, max_length=512)
+    source: str | None = None  # `?src=<state>` of a channel-code link (bot/channel_codes.py)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: object) -> str | None:
+        """A code's state, or no source at all: a hand-edited link must not put text in the greeting."""
+        return value if isinstance(value, str) and _STATE.fullmatch(value) else None
 
 
 class SayFrame(_Frame):

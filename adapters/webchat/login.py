@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 WRONG = "工号或密码不对"
 THROTTLED = "登录失败次数太多，请 15 分钟后再试"
 BAD_REQUEST = "登录请求格式不对，请刷新页面后重试"
-NOT_LOGGED_IN = "导购需要先登录：选择「导购」，填写工号和密码后点「进入」"
+NOT_LOGGED_IN = "导购需要先登录：选择「导购」，填写工号和密码后点「进入」；处理转人工会话请用控制台 /console"
 EXPIRED = "登录已失效（密码已更改或已过期），请重新登录"
 
 

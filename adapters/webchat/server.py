@@ -22,9 +22,9 @@ from adapters.webchat.frames import FrameError, JoinFrame, SayFrame, parse_frame
 from adapters.webchat.login import StaffLogin
 from adapters.webchat.sessions import Keys, customer_of, new_customer_token
 from bot.clock import Clock
-from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile, Role
+from bot.events import Action, ActionKind, Address, ChatType, Event, EventKind, Profile, Role
 from bot.plugin import AdapterStore
-from bot.transport import FOREVER, DedupesRepeats, EventHandler
+from bot.transport import FOREVER, ConnectedHere, DedupesRepeats, EventHandler
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -51,7 +51,7 @@ class Joined:
     page_role: str  # customer | member | guide
 
 
-class WebChat(DedupesRepeats):
+class WebChat(DedupesRepeats, ConnectedHere):
     """Serves `/` (the page), `/ws` and the guide login; delivers bot messages to every open socket of a chat."""
 
     channel = CHANNEL
@@ -86,10 +86,15 @@ class WebChat(DedupesRepeats):
         """The page drops a message id it has shown, and the history a reconnect brings carries the same ids."""
         return FOREVER
 
+    def connected_here(self, address: Address) -> bool:
+        """Whether a socket of this chat is open in this process (another process relays to it otherwise)."""
+        return any(not ws.closed for ws in self._sockets.get((address.chat_type, address.chat_id), ()))
+
     async def deliver(self, action: Action) -> None:
         key = (action.address.chat_type, action.address.chat_id)
         if action.kind is ActionKind.SAY:
-            await self._broadcast(key, {"type": "message", "id": action.ref, "from": "bot", "text": action.text,
+            sender = await self._guide(action.sender_id) if action.from_guide else {"from": "bot"}
+            await self._broadcast(key, {"type": "message", "id": action.ref, **sender, "text": action.text,
                                         "at": action.at.isoformat()})
             return  # history on reconnect covers sockets that miss this
         member = action.target_id or ""
@@ -105,6 +110,14 @@ class WebChat(DedupesRepeats):
             await self._broadcast(key, {"type": "system", "text": action.text})
             for ws in [w for w in self._sockets.get(key, ()) if self._identity(w) == member]:
                 await ws.close()
+
+    async def _guide(self, sender_id: str | None, known: dict[str, str] | None = None) -> dict[str, object]:
+        """How the page names a guide's own reply: `from: guide` and their display name (`known`: names
+        already looked up, for a history with many replies)."""
+        known = {} if known is None else known
+        if sender_id and sender_id not in known:
+            known[sender_id] = await self.store.staff_name(CHANNEL, sender_id) or UNNAMED[ChatType.DIRECT]
+        return {"from": "guide", "name": known.get(sender_id or "", UNNAMED[ChatType.DIRECT])}
 
     def _identity(self, ws: web.WebSocketResponse) -> str | None:
         joined = self._who.get(ws)
@@ -157,7 +170,10 @@ class WebChat(DedupesRepeats):
             self._minted.pop(ws, None)
         joined = self._who.pop(ws, None)
         if joined is not None:
-            self._sockets[joined.chat].discard(ws)
+            sockets = self._sockets[joined.chat]
+            sockets.discard(ws)
+            if not sockets:  # a chat nobody has open here costs nothing
+                del self._sockets[joined.chat]
 
     async def _join(self, request: web.Request, ws: web.WebSocketResponse, frame: JoinFrame) -> None:
         session: str | None = None
@@ -185,7 +201,7 @@ class WebChat(DedupesRepeats):
             else:
                 joined = Joined((ChatType.DIRECT, customer), customer, name, Role.CUSTOMER, "customer")
                 event = Event(EventKind.CONTACT_ADDED, CHANNEL, customer, now,
-                              profile=Profile(name=name, source="官网在线咨询"))
+                              profile=Profile(name=name, source=frame.source or "官网在线咨询"))
             await self._remember_name(customer, name)
         self._leave(ws)
         # register first, then history, then the event: its replies arrive live, after history
@@ -231,11 +247,17 @@ class WebChat(DedupesRepeats):
 
     async def _send_history(self, ws: web.WebSocketResponse, joined: Joined, session: str | None) -> None:
         history = await self.store.history(CHANNEL, *joined.chat)
+        guides: dict[str, str] = {}
         frame: dict[str, object] = {
             "type": "joined", "role": joined.page_role, "name": joined.name,
             "chat": self.demo_group if joined.chat[0] is ChatType.GROUP else "",
-            "history": [{"id": h.ref, "from": await self._name_of(h.sender, joined), "mine": h.sender == joined.identity,
-                         "text": h.text, "at": h.at.isoformat()} for h in history]}
+            # moderation notices come as system lines where they happened (the store already left out
+            # what the guard deleted and anything empty)
+            "history": [{"id": h.ref, **(await self._guide(h.sender, guides) if h.from_guide
+                                         else {"from": await self._name_of(h.sender, joined)}),
+                         "mine": h.sender == joined.identity and not h.from_guide,
+                         "text": h.text, "at": h.at.isoformat(), **({"notice": True} if h.notice else {})}
+                        for h in history]}
         if session is not None:
             frame["session"] = session  # the page keeps it: the only way back to this history
         await ws.send_json(frame)

@@ -26,6 +26,7 @@ from defusedxml import DefusedXmlException
 from adapters.bodies import BadBody, parse_json_object, read_text
 from adapters.wecom.api import RETRYABLE, WeComClient, WeComError
 from adapters.wecom.crypto import CallbackError, SignatureMismatch, StaleTimestamp, Undecryptable, WeComCrypto
+from adapters.wecom.customers import CustomerOwnership
 from adapters.wecom.settings import WeComQuotas
 from bot.channel_rules import local_midnight, quota_blocks, window_refusal
 from bot.clock import Clock
@@ -39,7 +40,9 @@ from bot.transport import (
     DedupesRepeats,
     DeliveryError,
     DeliveryInDoubt,
+    HandsOverCustomers,
     Limited,
+    MakesContactCodes,
     Pending,
     PendingMessage,
     PendingState,
@@ -175,7 +178,8 @@ class WeComCallback:
 
 
 @dataclass
-class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats):
+class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats, CustomerOwnership, HandsOverCustomers,
+                   MakesContactCodes):
     """Customer contact and app messages for one corp."""
 
     client: WeComClient

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from bot.clock import Clock
 from bot.events import Action, ActionKind, ChatType, Event, EventKind, Profile
 from bot.transport import FOREVER, DedupesRepeats, DeliveryError, DeliveryInDoubt
 
+_MENTION = re.compile(r"@\S+")  # 「@山茶集小助手 什么时候发货」: the platform keeps the bot's name in the text
 log = logging.getLogger(__name__)
 DEFAULT_URL = "wss://openws.work.weixin.qq.com"
 WELCOME_WINDOW = timedelta(seconds=5)
@@ -232,7 +234,7 @@ class AiBotConnection(DedupesRepeats):
             self._callbacks[chat] = _Callback(req_id, now, welcome=False)
             return [Event(EventKind.MESSAGE, CHANNEL, user, now, ChatType.GROUP if group else ChatType.DIRECT,
                           chat if group else None,
-                          text=(body.text.content if body.text else "").replace("@", " ").strip(),
+                          text=_MENTION.sub(" ", body.text.content if body.text else "").strip(),
                           message_id=body.msgid or None, mentions_bot=group)]
         if cmd == "aibot_event_callback":
             event_type = body.event.eventtype if body.event else ""
