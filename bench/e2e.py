@@ -5,7 +5,8 @@ questions over the web chat WebSocket (each client sends a question and waits fo
 the same client code against a bare aiohttp WebSocket echo server, in the same run: the ratio of the
 two rates is the figure that travels between machines. With SIYU_BENCH_DATABASE_URL (a scratch
 PostgreSQL database: its public schema is dropped) it also runs one and two serve processes on it,
-clients split between them. Prints one JSON object.
+clients split between them. Prints one JSON object; `server_cpu_ms_per_reply` (the serve processes' CPU
+time over the run, per answer, from /proc) is the figure that moves least when the machine is busy.
 
 Environment: BENCH_CLIENTS (32), BENCH_QUESTIONS (30), BENCH_SIYU_ROOT (the siyu checkout to serve:
 measure an older version from an extracted copy with the same client code).

@@ -69,11 +69,9 @@ async def create_channel_code(app: App, name: str, guides: Sequence[str], tags: 
     guides = [g.strip() for g in guides if g.strip()]
     if not guides:
         raise ChannelCodeError("--guides needs at least one guide id from staff: in config.yaml")
+    if (unknown := app.settings.unknown_guide(guides)) is not None:
+        raise ChannelCodeError(unknown)
     known = {m.id: m for m in app.settings.staff}
-    for guide in guides:
-        if guide not in known:
-            raise ChannelCodeError(f"no guide {guide!r} under staff: in config.yaml — known: "
-                                   f"{', '.join(known) or 'none configured'}")
     state = state_for(name)
     async with app.db.session() as session:
         if await session.scalar(select(ChannelCode.id).where(ChannelCode.name == name)) is not None:

@@ -9,7 +9,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_CONFIG = "config.yaml"
 DEFAULT_SCRIPTS = "scripts"
 STOP_DEADLINE_SECONDS = 9.5  # after SIGTERM the process is gone by then, even if draining hangs
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -47,8 +48,27 @@ def _unreadable(exc: OSError) -> str:
     return f"{exc.filename}:1: cannot read the file ({exc.strerror}) — check the path"
 
 
-def _with_app(args: argparse.Namespace, work: Callable[[App], Awaitable[int]]) -> int:
-    """Start an App (migrating the database) around `work`, then close it."""
+def _read_inputs(read: Callable[[], T]) -> T | None:
+    """Run `read` (which loads the files an evaluation names); on a file it cannot use, print why and give None."""
+    from bot.problems import ScriptError
+
+    try:
+        return read()
+    except ScriptError as exc:
+        _print_all(exc.problems, sys.stderr)
+    except OSError as exc:
+        print(_unreadable(exc), file=sys.stderr)
+    except ValueError as exc:  # already `PATH:LINE: what — expected …`
+        print(exc, file=sys.stderr)
+    return None
+
+
+def _with_app(args: argparse.Namespace, work: Callable[[App], Awaitable[int]],
+              refused: tuple[type[Exception], ...] = ()) -> int:
+    """Start an App (migrating the database) around `work`, then close it.
+
+    `refused` are the errors that mean the operator asked for something that cannot be done: their
+    sentence goes to stderr and the command exits 1."""
     import asyncio
 
     from bot.app import App
@@ -59,6 +79,9 @@ def _with_app(args: argparse.Namespace, work: Callable[[App], Awaitable[int]]) -
         await app.start()
         try:
             return await work(app)
+        except refused as exc:
+            print(exc, file=sys.stderr)
+            return 1
         finally:
             await app.close()
 
@@ -156,28 +179,20 @@ def cmd_trigger(args: argparse.Namespace) -> int:
     from bot.commands import CommandError
 
     async def work(app: App) -> int:
-        try:
-            print(await lookups.trigger(app, args.target, args.customer, args.by))
-        except (lookups.UnknownCustomer, CommandError) as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        print(await lookups.trigger(app, args.target, args.customer, args.by))
         return 0
 
-    return _with_app(args, work)
+    return _with_app(args, work, refused=(lookups.UnknownCustomer, CommandError))
 
 
 def cmd_why(args: argparse.Namespace) -> int:
     from bot import lookups
 
     async def work(app: App) -> int:
-        try:
-            print(await lookups.why(app, args.customer, args.limit))
-        except lookups.UnknownCustomer as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        print(await lookups.why(app, args.customer, args.limit))
         return 0
 
-    return _with_app(args, work)
+    return _with_app(args, work, refused=(lookups.UnknownCustomer,))
 
 
 def cmd_events(args: argparse.Namespace) -> int:
@@ -205,15 +220,11 @@ def cmd_customers(args: argparse.Namespace) -> int:
 
     async def work(app: App) -> int:
         app.plug_in()  # the platform's transfer API, when WeCom is configured
-        try:
-            report = await transfer_customers(app, args.from_guide, args.to_guide, customers, args.departed)
-        except TransferError as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        report = await transfer_customers(app, args.from_guide, args.to_guide, customers, args.departed)
         _print_all(report.lines())
         return 0
 
-    return _with_app(args, work)
+    return _with_app(args, work, refused=(TransferError,))
 
 
 def cmd_channel_code(args: argparse.Namespace) -> int:
@@ -229,17 +240,13 @@ def cmd_channel_code(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         app.plug_in()  # WeCom makes the QR code
-        try:
-            code = await create_channel_code(app, args.name, args.guides.split(","),
-                                             [t.strip() for t in (args.tags or "").split(",") if t.strip()],
-                                             args.channel, args.bot)
-        except ChannelCodeError as exc:
-            print(exc, file=sys.stderr)
-            return 1
+        code = await create_channel_code(app, args.name, args.guides.split(","),
+                                         [t.strip() for t in (args.tags or "").split(",") if t.strip()],
+                                         args.channel, args.bot)
         print(code.line())
         return 0
 
-    return _with_app(args, work)
+    return _with_app(args, work, refused=(ChannelCodeError,))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -281,20 +288,11 @@ def cmd_guard(args: argparse.Namespace) -> int:
         print("usage: siyu guard eval FILE.jsonl [--json]", file=sys.stderr)
         return 2
     from bot.guard_eval import evaluate_file
-    from bot.problems import ScriptError
     from bot.reports import guard_eval_json, guard_eval_lines
 
     settings = _settings(args)
-    try:
-        report = evaluate_file(Path(args.scripts), settings.brand, Path(args.file))
-    except ScriptError as exc:
-        _print_all(exc.problems, sys.stderr)
-        return 1
-    except OSError as exc:
-        print(_unreadable(exc), file=sys.stderr)
-        return 1
-    except ValueError as exc:  # already `PATH:LINE: what — expected …`
-        print(exc, file=sys.stderr)
+    report = _read_inputs(lambda: evaluate_file(Path(args.scripts), settings.brand, Path(args.file)))
+    if report is None:
         return 1
     if args.json:
         print(guard_eval_json(report))
@@ -314,13 +312,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.holdout is not None:
         return _eval_holdout(settings, args)
     tune_on = Path(args.tune_on) if args.tune_on else None
-    try:
-        run = asyncio.run(evaluate_files(settings, Path(args.catalog), Path(args.queries), tune_on))
-    except OSError as exc:
-        print(_unreadable(exc), file=sys.stderr)
-        return 1
-    except ValueError as exc:  # already `PATH:LINE: what — expected …`
-        print(exc, file=sys.stderr)
+    run = _read_inputs(lambda: asyncio.run(evaluate_files(settings, Path(args.catalog), Path(args.queries), tune_on)))
+    if run is None:
         return 1
     if run.tuned is not None:  # with --json, stdout stays one JSON object
         _print_all(tuned_thresholds_lines(args.tune_on, run.understanding, run.tuned, run.budget, run.estimate,
@@ -343,13 +336,9 @@ def _eval_holdout(settings: Settings, args: argparse.Namespace) -> int:
     if args.tune_on:
         print("siyu eval: --holdout splits --queries into its own tune half — leave out --tune-on", file=sys.stderr)
         return 2
-    try:
-        run = asyncio.run(evaluate_holdout(settings, Path(args.catalog), Path(args.queries), args.holdout))
-    except OSError as exc:
-        print(_unreadable(exc), file=sys.stderr)
-        return 1
-    except ValueError as exc:  # already `PATH:LINE: what — expected …`
-        print(exc, file=sys.stderr)
+    run = _read_inputs(lambda: asyncio.run(evaluate_holdout(settings, Path(args.catalog), Path(args.queries),
+                                                            args.holdout)))
+    if run is None:
         return 1
     print(json.dumps(run.as_dict(), ensure_ascii=False))
     return 0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -216,6 +216,14 @@ class Settings(_Strict):
     def guide(self, key: str | None) -> StaffMember | None:
         wanted = key or self.default_guide
         return next((s for s in self.staff if s.id == wanted), None)
+
+    def unknown_guide(self, keys: Iterable[str]) -> str | None:
+        """The operator's error for the first of `keys` that names no guide under `staff:`; None when all do."""
+        ids = [s.id for s in self.staff]
+        for key in keys:
+            if key not in ids:
+                return f"no guide {key!r} under staff: in config.yaml — known: {', '.join(ids) or 'none configured'}"
+        return None
 
 
 class AdapterSection(Protocol):

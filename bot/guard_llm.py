@@ -2,12 +2,9 @@
 uses. Strict JSON or nothing: any error, timeout or odd answer leaves the message held for staff."""
 from __future__ import annotations
 
-import json
 import logging
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from openai import AsyncOpenAI
+from intents.llm import LlmError, ask_json, json_client
 
 log = logging.getLogger(__name__)
 
@@ -25,35 +22,20 @@ class SpamJudge:
 
     def __init__(self, base_url: str, model: str, api_key: str, timeout: float = 3.0,
                  min_confidence: float = 0.8) -> None:
-        import openai  # only when an LLM is configured: slow to import
-
         self.model = model
         self.min_confidence = min_confidence
-        self.client: AsyncOpenAI = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
-                                                      timeout=timeout, max_retries=0)
+        self.client = json_client(base_url, api_key, timeout)
         self.calls = 0
         self.failures = 0
 
     async def is_spam(self, text: str) -> bool | None:
         """True (an ad), False (ordinary talk) or None (no clear answer: keep it for staff)."""
-        import openai
-
         self.calls += 1
         try:
-            response = await self.client.chat.completions.create(
-                model=self.model, temperature=0, response_format={"type": "json_object"},
-                messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                          {"role": "user", "content": f"Message: {text[:1000]}"}])
-            content = response.choices[0].message.content or ""
-        except openai.APITimeoutError:
-            return self._fail("timed out")
-        except openai.OpenAIError as exc:
-            return self._fail(type(exc).__name__)
-        try:
-            data = json.loads(content)
-            spam, confidence = data["spam"], float(data.get("confidence", 0))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            return self._fail("not the JSON asked for")
+            spam, confidence = await ask_json(self.client, self.model, SYSTEM_PROMPT, f"Message: {text[:1000]}",
+                                              lambda data: (data["spam"], float(data.get("confidence", 0))))
+        except LlmError as exc:
+            return self._fail(exc.kind)  # never exc.detail: it may echo the customer's message
         if not isinstance(spam, bool):
             return self._fail("spam is not true or false")
         if confidence < self.min_confidence:

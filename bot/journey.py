@@ -13,11 +13,11 @@ from lunardate import LunarDate
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from bot.conditions import Condition, ConditionError, ConditionSchema
-from bot.durations import DailyWindow, parse_clock_time, parse_duration
+from bot.durations import DailyWindow, parse_duration
 from bot.facts import CUSTOMER_FIELDS, SAMPLE_CUSTOMER
 from bot.problems import Problem
 from bot.templates import TemplateProblem, compile_template, render
-from bot.validation import FileModel, Loc, Mistake, Voice, validate
+from bot.validation import FileModel, Loc, Mistake, Voice, clock_time, non_blank, validate
 from bot.yamlsource import YamlDocument
 
 EXIT_REASONS = ("replied", "opted_out", "churned", "purchased")
@@ -338,13 +338,7 @@ class StepFile(FileModel):
             raise Mistake(f"has 'on: {value}' — expected birthday or festival")
         return str(value)
 
-    @field_validator("time", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> time:
-        try:
-            return parse_clock_time(value)
-        except ValueError as exc:
-            raise Mistake(f"time: {exc}") from None
+    _time = field_validator("time", mode="before")(clock_time)
 
     @field_validator("dates", mode="before")
     @classmethod
@@ -429,12 +423,8 @@ class JourneyFile(FileModel):
     _journey = field_validator("journey", mode="before")(_identifier)
     _expire = field_validator("expire", mode="before")(_offset("'1d' or '12h'"))
 
-    @field_validator("title", mode="before")
-    @classmethod
-    def _title(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise Mistake("has an empty 'title' — give the journey a human name, e.g. title: 新客旅程")
-        return value.strip() if isinstance(value, str) else value
+    _title = field_validator("title", mode="before")(
+        non_blank("has an empty 'title' — give the journey a human name, e.g. title: 新客旅程"))
 
     @field_validator("trigger", mode="before")
     @classmethod

@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channel_rules import local_midnight
 from bot.clock import Clock
 from bot.config import PolicySettings
-from bot.durations import parse_clock_time
 from bot.policy import Rules, Verdict, group_post_decision
 from bot.problems import Problem
-from bot.validation import FileModel, Loc, Mistake, Voice, validate
+from bot.validation import FileModel, Loc, Mistake, Voice, clock_time, non_blank, validate
 from bot.yamlsource import YamlDocument
 from storage import repo
 from storage.db import Database
@@ -134,12 +133,7 @@ class LevelFile(FileModel):
     spend: float | None = Field(None, gt=0)
     benefits: list[str] = []
 
-    @field_validator("name", mode="before")
-    @classmethod
-    def _name(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise Mistake("has an empty name — e.g. name: 银卡")
-        return value.strip() if isinstance(value, str) else value
+    _name = field_validator("name", mode="before")(non_blank("has an empty name — e.g. name: 银卡"))
 
 
 TimeOfDay = time  # a model field named `time` would hide the type inside the class body
@@ -152,13 +146,7 @@ class LeaderboardFile(FileModel):
     day: int = Field(1, ge=1, le=28, strict=True)
     time: TimeOfDay = Field(default_factory=lambda: TimeOfDay(10, 0))
 
-    @field_validator("time", mode="before")
-    @classmethod
-    def _time(cls, value: Any) -> TimeOfDay:
-        try:
-            return parse_clock_time(value)
-        except ValueError as exc:
-            raise Mistake(f"time: {exc}") from None
+    _time = field_validator("time", mode="before")(clock_time)
 
 
 class LoyaltyFile(FileModel):

@@ -88,10 +88,8 @@ async def transfer_customers(app: App, from_guide: str, to_guide: str, customers
     gets a `transfers` row. Raises TransferError for an unknown guide or an unknown customer.
     """
     settings = app.settings
-    for key in (from_guide, to_guide):
-        if not key or settings.guide(key) is None:
-            known = ", ".join(m.id for m in settings.staff) or "none configured"
-            raise TransferError(f"no guide {key!r} under staff: in config.yaml — known: {known}")
+    if (unknown := settings.unknown_guide((from_guide, to_guide))) is not None:
+        raise TransferError(unknown)
     if from_guide == to_guide:
         raise TransferError("--from and --to are the same guide")
     now = app.clock.now()

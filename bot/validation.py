@@ -9,6 +9,7 @@ from __future__ import annotations
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import time
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import annotated_types
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, mod
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, InitErrorDetails
 
+from bot.durations import parse_clock_time
 from bot.problems import Problem
 from bot.yamlsource import YamlDocument
 
@@ -34,6 +36,23 @@ class Mistake(ValueError):
         super().__init__(message)
         self.at = at
         self.text_line = text_line
+
+
+def clock_time(value: Any) -> time:
+    """A `time:` field's validator (mode="before"): `'10:00'` → 10:00, or a Mistake that says what is wrong."""
+    try:
+        return parse_clock_time(value)
+    except ValueError as exc:
+        raise Mistake(f"time: {exc}") from None
+
+
+def non_blank(mistake: str) -> Callable[[Any], Any]:
+    """A validator (mode="before") that strips a text field and refuses an empty one with `mistake`."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise Mistake(mistake)
+        return value.strip() if isinstance(value, str) else value
+    return check
 
 
 def dotted(loc: Loc) -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from bot.app import App
-from console.auth import ConsoleAuth, Refused, require_operator, staffer_of
+from console.auth import ConsoleAuth, Refused, Staffer, require_operator, staffer_of
 from console.dashboard import (
     Dashboard,
     DateRange,
@@ -24,6 +24,7 @@ from console.dashboard import (
     parse_range,
 )
 from console.guard_review import GuardReview
+from console.lifecycle_api import add_lifecycle_routes
 from console.models import (
     FaqExampleRequest,
     FaqIntentRequest,
@@ -40,6 +41,8 @@ from console.workspace import Workspace
 
 log = logging.getLogger(__name__)
 Body = TypeVar("Body", bound=BaseModel)
+R = TypeVar("R")
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 BAD_BODY = "请求格式不对：请用 JSON 发送，字段见 README「Console API」"
 BAD_ID = "会话编号不对"
 MAX_BODY = 64 * 1024
@@ -100,21 +103,15 @@ def build_api(app: App) -> web.Application:
         return _json(await desk.conversations(staffer_of(request), state if state in ("bot", "handoff", "human")
                                               else None))
 
-    async def conversation(request: web.Request) -> web.Response:
-        return _json(await desk.conversation(staffer_of(request), _id(request)))
-
-    async def history(request: web.Request) -> web.Response:
-        return _json(await desk.history(staffer_of(request), _id(request)))
+    def about(action: Callable[[Staffer, int], Awaitable[BaseModel | list[BaseModel]]]) -> Handler:
+        """A route that runs one workspace action on the conversation named in the path."""
+        async def handler(request: web.Request) -> web.Response:
+            return _json(await action(staffer_of(request), _id(request)))
+        return handler
 
     async def reply(request: web.Request) -> web.Response:
         body = await _body(request, ReplyRequest)
         return _json(await desk.reply(staffer_of(request), _id(request), body.text), status=201)
-
-    async def take_over(request: web.Request) -> web.Response:
-        return _json(await desk.take_over(staffer_of(request), _id(request)))
-
-    async def release(request: web.Request) -> web.Response:
-        return _json(await desk.release(staffer_of(request), _id(request)))
 
     async def tag(request: web.Request) -> web.Response:
         body = await _body(request, TagRequest)
@@ -124,40 +121,39 @@ def build_api(app: App) -> web.Application:
         body = await _body(request, TriggerRequest)
         return _json(await desk.trigger(staffer_of(request), _id(request), body.journey, body.step, body.dry_run))
 
-    async def timeline(request: web.Request) -> web.Response:
-        return _json(await desk.timeline(staffer_of(request), _id(request)))
-
     api.router.add_get("/conversations", conversations)
-    api.router.add_get("/conversations/{id}", conversation)
-    api.router.add_get("/conversations/{id}/messages", history)
+    api.router.add_get("/conversations/{id}", about(desk.conversation))
+    api.router.add_get("/conversations/{id}/messages", about(desk.history))
     api.router.add_post("/conversations/{id}/messages", reply)
-    api.router.add_post("/conversations/{id}/takeover", take_over)
-    api.router.add_post("/conversations/{id}/release", release)
+    api.router.add_post("/conversations/{id}/takeover", about(desk.take_over))
+    api.router.add_post("/conversations/{id}/release", about(desk.release))
     api.router.add_post("/conversations/{id}/tags", tag)
     api.router.add_post("/conversations/{id}/trigger", trigger)
-    api.router.add_get("/conversations/{id}/timeline", timeline)
+    api.router.add_get("/conversations/{id}/timeline", about(desk.timeline))
 
     # --- teaching ---
     async def intents(request: web.Request) -> web.Response:
         return _json(teacher.intents())
 
+    async def teach(request: web.Request, intent: str, message_id: int | None,
+                    change: Callable[[], Awaitable[BaseModel]]) -> web.Response:
+        """Teach from a customer's message (when one is named) only if this staffer may see it."""
+        staffer = staffer_of(request)
+        if message_id is not None:
+            await desk.may_teach_from(staffer, message_id)
+        done = await change()
+        await desk.teach_verdict(staffer, message_id, intent)
+        return _json(done, status=201)
+
     async def add_example(request: web.Request) -> web.Response:
         body = await _body(request, FaqExampleRequest)
-        staffer = staffer_of(request)
-        if body.message_id is not None:
-            await desk.may_teach_from(staffer, body.message_id)
-        change = await teacher.add_example(body.intent, body.text)
-        await desk.teach_verdict(staffer, body.message_id, body.intent)
-        return _json(change, status=201)
+        return await teach(request, body.intent, body.message_id,
+                           lambda: teacher.add_example(body.intent, body.text))
 
     async def add_intent(request: web.Request) -> web.Response:
         body = await _body(request, FaqIntentRequest)
-        staffer = staffer_of(request)
-        if body.message_id is not None:
-            await desk.may_teach_from(staffer, body.message_id)
-        change = await teacher.add_intent(body.id, body.answer, body.examples, body.description)
-        await desk.teach_verdict(staffer, body.message_id, body.id)
-        return _json(change, status=201)
+        return await teach(request, body.id, body.message_id,
+                           lambda: teacher.add_intent(body.id, body.answer, body.examples, body.description))
 
     api.router.add_get("/faq/intents", intents)
     api.router.add_post("/faq/examples", add_example)
@@ -182,50 +178,36 @@ def build_api(app: App) -> web.Application:
         require_operator(staffer_of(request))
         return parse_range(request.query.get("from"), request.query.get("to"), dashboard.today())
 
-    async def funnel(request: web.Request) -> web.Response:
-        result = await dashboard.funnel(request.match_info["journey"], span(request))
-        return _csv(funnel_csv(result), f"funnel-{result.journey}") if _wants_csv(request) else _json(result)
+    def report(fetch: Callable[[web.Request], Awaitable[R]], to_csv: Callable[[R], str],
+               file_name: Callable[[R], str]) -> Handler:
+        """A dashboard route: the report as JSON, or as a CSV download with `?format=csv`."""
+        async def handler(request: web.Request) -> web.Response:
+            result = await fetch(request)
+            return _csv(to_csv(result), file_name(result)) if _wants_csv(request) else _json(result)
+        return handler
 
-    async def decisions(request: web.Request) -> web.Response:
-        result = await dashboard.decisions(span(request))
-        return _csv(decisions_csv(result), "decisions") if _wants_csv(request) else _json(result)
+    def mark(spam: bool) -> Handler:
+        async def handler(request: web.Request) -> web.Response:
+            require_operator(staffer_of(request))
+            return _json(await guard.mark(staffer_of(request), _id(request), spam=spam))
+        return handler
 
-    async def faq(request: web.Request) -> web.Response:
-        result = await dashboard.faq(span(request))
-        return _csv(faq_csv(result), "faq") if _wants_csv(request) else _json(result)
-
-    async def guard_summary(request: web.Request) -> web.Response:
-        result = await dashboard.guard(span(request))
-        return _csv(guard_csv(result), "guard") if _wants_csv(request) else _json(result)
-
-    async def churn(request: web.Request) -> web.Response:
-        result = await dashboard.churn(span(request))
-        return _csv(churn_csv(result), "churn") if _wants_csv(request) else _json(result)
-
-    async def guard_events(request: web.Request) -> web.Response:
-        events = await guard.events(span(request))
-        return _csv(guard.csv(events), "guard-events") if _wants_csv(request) else _json(events)
-
-    async def not_spam(request: web.Request) -> web.Response:
-        require_operator(staffer_of(request))
-        return _json(await guard.mark(staffer_of(request), _id(request), spam=False))
-
-    async def spam(request: web.Request) -> web.Response:
-        require_operator(staffer_of(request))
-        return _json(await guard.mark(staffer_of(request), _id(request), spam=True))
-
-    api.router.add_get("/journeys/{journey}/funnel", funnel)
-    api.router.add_get("/dashboard/decisions", decisions)
-    api.router.add_get("/dashboard/faq", faq)
-    api.router.add_get("/dashboard/churn", churn)
-    api.router.add_get("/guard/summary", guard_summary)
-    api.router.add_get("/guard/events", guard_events)
-    api.router.add_post("/guard/events/{id}/not-spam", not_spam)
-    api.router.add_post("/guard/events/{id}/spam", spam)
+    api.router.add_get("/journeys/{journey}/funnel", report(
+        lambda r: dashboard.funnel(r.match_info["journey"], span(r)), funnel_csv, lambda f: f"funnel-{f.journey}"))
+    api.router.add_get("/dashboard/decisions", report(
+        lambda r: dashboard.decisions(span(r)), decisions_csv, lambda _: "decisions"))
+    api.router.add_get("/dashboard/faq", report(lambda r: dashboard.faq(span(r)), faq_csv, lambda _: "faq"))
+    api.router.add_get("/dashboard/churn", report(lambda r: dashboard.churn(span(r)), churn_csv, lambda _: "churn"))
+    api.router.add_get("/guard/summary", report(lambda r: dashboard.guard(span(r)), guard_csv, lambda _: "guard"))
+    api.router.add_get("/guard/events", report(
+        lambda r: guard.events(span(r)), guard.csv, lambda _: "guard-events"))
+    api.router.add_post("/guard/events/{id}/not-spam", mark(spam=False))
+    api.router.add_post("/guard/events/{id}/spam", mark(spam=True))
 
     async def spam_message(request: web.Request) -> web.Response:
         require_operator(staffer_of(request))
         return _json(await guard.mark_message(staffer_of(request), _id(request)))
 
     api.router.add_post("/guard/messages/{id}/spam", spam_message)
+    add_lifecycle_routes(api, app)  # hand-over between guides, 渠道活码
     return api

@@ -9,9 +9,9 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from intents.catalog import Catalog
 from intents.fuzzy import Candidate
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SYSTEM_PROMPT = (
     "You classify a customer's message for a customer-service bot. You are given candidate FAQ intents "
@@ -28,6 +29,43 @@ SYSTEM_PROMPT = (
     '{"intent": "<one candidate id or none>", "confidence": <number 0..1>}. '
     'Use "none" when no candidate fits the message well; a wrong answer is worse than none.'
 )
+
+
+def json_client(base_url: str, api_key: str, timeout: float) -> AsyncOpenAI:
+    """A client for an OpenAI-compatible endpoint that never retries: a slow model must not hold a reply up."""
+    import openai  # not at module level: slow to import, and most commands never ask a model
+
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout, max_retries=0)
+
+
+class LlmError(Exception):
+    """Why a model gave no usable answer. `kind` is safe for any log; `detail` may echo the customer's words."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.detail = detail
+
+
+async def ask_json(client: AsyncOpenAI, model: str, system: str, user: str, read: Callable[[Any], T]) -> T:
+    """One strict-JSON chat completion, its fields taken out by `read`.
+
+    Raises LlmError on a timeout, an HTTP or API error, or an answer that is not JSON `read` can use."""
+    import openai  # already loaded by json_client; this only binds the name for the except clauses
+
+    try:
+        response = await client.chat.completions.create(
+            model=model, temperature=0, response_format={"type": "json_object"},
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
+        content = response.choices[0].message.content or ""
+    except openai.APITimeoutError:
+        raise LlmError("timed out") from None
+    except openai.OpenAIError as exc:
+        raise LlmError(type(exc).__name__, str(exc)) from None
+    try:
+        return read(json.loads(content))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise LlmError("not the JSON asked for", repr(content[:80])) from None
 
 
 @dataclass(frozen=True)
@@ -54,12 +92,9 @@ class LlmClassifier:
 
     def __init__(self, catalog: Catalog, base_url: str, model: str, api_key: str, timeout: float = 3.0,
                  cache_size: int = 4096) -> None:
-        import openai  # not at module level: slow to import, and most commands never build a classifier
-
         self.catalog = catalog
         self.model = model
-        self.client: AsyncOpenAI = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "not-needed",
-                                                      timeout=timeout, max_retries=0)
+        self.client = json_client(base_url, api_key, timeout)
         self.calls = 0
         self.failures = 0
         self._cache: OrderedDict[tuple[str, tuple[str, ...]], LlmVerdict | None] = OrderedDict()
@@ -100,24 +135,12 @@ class LlmClassifier:
 
     async def _ask(self, question: str, candidates: Sequence[Candidate], ids: set[str],
                    why: list[str]) -> LlmVerdict | None:
-        import openai  # already loaded by __init__; this only binds the name for the except clauses
-
         try:
-            response = await self.client.chat.completions.create(
-                model=self.model, temperature=0, response_format={"type": "json_object"},
-                messages=[{"role": "system", "content": SYSTEM_PROMPT},
-                          {"role": "user", "content": self._prompt(question, candidates)}])
-            content = response.choices[0].message.content or ""
-        except openai.APITimeoutError:
-            return self._fail("timed out", why)
-        except openai.OpenAIError as exc:
-            return self._fail(f"{type(exc).__name__}: {exc}", why)
-        try:
-            data = json.loads(content)
-            intent = data["intent"]
-            confidence = float(data.get("confidence", 0))
-        except (ValueError, KeyError, TypeError):
-            return self._fail(f"not the JSON asked for: {content[:80]!r}", why)
+            intent, confidence = await ask_json(
+                self.client, self.model, SYSTEM_PROMPT, self._prompt(question, candidates),
+                lambda data: (data["intent"], float(data.get("confidence", 0))))
+        except LlmError as exc:
+            return self._fail(str(exc), why)
         if intent in (None, "none", ""):
             return LlmVerdict(None, confidence)
         if intent not in ids:

@@ -3,10 +3,14 @@ churn and silence) and a readable view of a customer's points ledger."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
 
+from bot.business_events import BusinessEvents
 from storage.models import Contact, PointsEntry
 from tests.harness import ROOT, SCRIPTS, SHANGHAI, Harness
 
@@ -23,6 +27,21 @@ def lifecycle_scripts(tmp_path: Path) -> Path:
     (scripts / "loyalty.yaml").write_text(loyalty, encoding="utf-8")
     shutil.copy(SCRIPTS / "guard.yaml", scripts / "guard.yaml")
     return scripts
+
+
+@asynccontextmanager
+async def lifecycle_harness(db_url: str, start: datetime, tmp_path: Path) -> AsyncIterator[Harness]:
+    """A harness on the lifecycle scripts, closed afterwards."""
+    harness = await Harness.create(db_url, start, lifecycle_scripts(tmp_path))
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+def events_of(h: Harness) -> BusinessEvents:
+    """The harness's business-event intake, as the brand's systems would post to it."""
+    return BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
 
 
 async def contact_of(h: Harness, customer: str) -> Contact:

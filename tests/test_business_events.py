@@ -13,20 +13,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import func, select
 
 from bot.app import build_web_app
-from bot.business_events import BusinessEvents, EventRejected, Outcome, import_events, parse_event
+from bot.business_events import EventRejected, Outcome, import_events, parse_event
 from bot.staff_accounts import StaffAccounts
 from storage.models import BusinessEvent, Enrolment
 from tests.harness import Harness
-from tests.lifecycle import contact_of, ledger, lifecycle_scripts
+from tests.lifecycle import contact_of, events_of, ledger, lifecycle_harness
 
 
 @pytest.fixture
 async def h(db_url: str, start: datetime, tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = await Harness.create(db_url, start, lifecycle_scripts(tmp_path))
-    try:
+    async with lifecycle_harness(db_url, start, tmp_path) as harness:
         yield harness
-    finally:
-        await harness.close()
 
 
 def purchase(event_id: str, customer: str, order: str, amount: float, **extra: Any) -> dict[str, Any]:
@@ -35,7 +32,7 @@ def purchase(event_id: str, customer: str, order: str, amount: float, **extra: A
 
 
 async def test_a_purchase_ends_the_new_customer_journey_and_starts_the_after_purchase_one(h: Harness) -> None:
-    events = BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
+    events = events_of(h)
     await h.customer_adds_guide("lin", "林小姐")
     await h.run_for(timedelta(days=1, minutes=45))  # d1 11:00
     assert await events.receive(purchase("evt-1", "lin", "A1", 199.0)) is Outcome.ACCEPTED
@@ -57,7 +54,7 @@ async def test_a_purchase_ends_the_new_customer_journey_and_starts_the_after_pur
 
 
 async def test_a_tag_event_starts_the_tag_journey_once(h: Harness) -> None:
-    events = BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
+    events = events_of(h)
     await h.customer_adds_guide("wang", "王女士")
     await h.run_for(timedelta(days=1, hours=2))  # day-1 care at d1 10:15, now 12:15
     tag = {"event_id": "evt-tag-1", "type": "tag", "customer": {"channel": "test", "id": "wang"},
@@ -75,7 +72,7 @@ async def test_a_tag_event_starts_the_tag_journey_once(h: Harness) -> None:
 
 
 async def test_a_member_id_finds_the_customer_and_a_profile_fills_them_in(h: Harness) -> None:
-    events = BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
+    events = events_of(h)
     await h.customer_adds_guide("zhao", "赵女士")
     profile = {"event_id": "p1", "type": "profile", "customer": {"channel": "test", "id": "zhao"},
                "data": {"member_id": "M001", "birthday": "1990-05-20", "interests": ["护肤", "彩妆"]}}
@@ -155,7 +152,7 @@ async def test_events_import_replays_an_export_line_by_line(h: Harness, tmp_path
     ]
     export = tmp_path / "orders.jsonl"
     export.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    events = BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
+    events = events_of(h)
 
     report = await import_events(events, export, "orders.jsonl")
     assert (report.accepted, report.replayed) == (2, 1)

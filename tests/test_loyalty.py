@@ -9,24 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from bot.business_events import BusinessEvents, EventRejected
+from bot.business_events import EventRejected
 from bot.check import check_everything
 from bot.loyalty import add_months
 from tests.harness import CONFIG, SCRIPTS, Harness
-from tests.lifecycle import contact_of, ledger, lifecycle_scripts
+from tests.lifecycle import contact_of, events_of, ledger, lifecycle_harness
 
 
 @pytest.fixture
 async def h(db_url: str, start: datetime, tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = await Harness.create(db_url, start, lifecycle_scripts(tmp_path))
-    try:
+    async with lifecycle_harness(db_url, start, tmp_path) as harness:
         yield harness
-    finally:
-        await harness.close()
-
-
-def events_of(h: Harness) -> BusinessEvents:
-    return BusinessEvents(h.app.db, h.app.engine.contacts, h.clock)
 
 
 def purchase(event_id: str, customer: str, amount: float) -> dict[str, object]:

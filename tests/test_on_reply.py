@@ -12,6 +12,7 @@ from sqlalchemy import select
 from bot.library import ScriptLibrary
 from storage.models import Contact, Enrolment, TouchLog
 from tests.harness import SCRIPTS, Harness
+from tests.lifecycle import contact_of
 from tests.lifecycle_scripts import scripts_with
 
 
@@ -29,6 +30,11 @@ async def branches(h: Harness, customer: str) -> list[str]:
         rows = (await session.scalars(select(TouchLog).join(Contact, Contact.id == TouchLog.contact_id).where(
             Contact.external_id == customer, TouchLog.decision == "branched"))).all()
     return [f"{r.journey_id}.{r.step_id} {r.reason} {r.detail}" for r in rows]
+
+
+def journey_lines(h: Harness, customer: str) -> list[str]:
+    """The customer's transcript without the notes to their guide: what the journey sent."""
+    return [line for line in h.transcript(customer) if "导购" not in line]
 
 
 async def test_a_question_about_shipping_branches_to_its_step(listening: Harness) -> None:
@@ -72,7 +78,7 @@ async def test_no_thanks_ends_the_journey_without_a_hand_off(listening: Harness)
     ]
     async with h.app.db.session() as session:
         enrolment = await session.scalar(select(Enrolment))
-        contact = await session.scalar(select(Contact).where(Contact.external_id == "zhao"))
+    contact = await contact_of(h, "zhao")
     assert (enrolment.status, enrolment.exit_reason) == ("exited", "branched")
     assert contact.handoff_until is None  # the journey took the reply; nobody was asked
 
@@ -96,8 +102,7 @@ async def test_asking_about_a_topic_sets_the_interest_day30_targets(listening: H
     await h.customer_says("sun", "敏感肌能用吗")
     await h.run_until(h.start + timedelta(days=35))
     assert h.transcript("sun")[-1] == "d30 10:15 第30天·敏感肌：孙小姐，给您一份测试舒缓清单"
-    async with h.app.db.session() as session:
-        contact = await session.scalar(select(Contact).where(Contact.external_id == "sun"))
+    contact = await contact_of(h, "sun")
     assert contact.interests == ["sensitive"]
 
 
@@ -110,7 +115,7 @@ async def test_a_take_over_pauses_the_journey_and_release_shifts_what_is_left(ha
     assert not any("第1天关怀" in line for line in h.transcript("wang"))
     await h.guide_says("/release wang")  # d1 11:00: paused one hour
     await h.run_until(h.start + timedelta(days=35))
-    journey = [line for line in h.transcript("wang") if "导购" not in line]
+    journey = journey_lines(h, "wang")
     assert journey == [
         "d0 10:15 问候：王先生您好，我是测试品牌的小美",
         "d1 11:15 第1天关怀：王先生，加上您的第一天",  # each later step an hour later
@@ -165,7 +170,7 @@ async def test_a_take_over_that_times_out_resumes_at_its_end(harness: Harness) -
     await h.run_until(h.start + timedelta(days=1, minutes=-15))  # d1 10:00
     await h.guide_says("/handoff wang")  # nobody releases it: the bot has the chat again after 2 h
     await h.run_until(h.start + timedelta(days=4))
-    assert [line for line in h.transcript("wang") if "导购" not in line][1:3] == [
+    assert journey_lines(h, "wang")[1:3] == [
         "d1 12:15 第1天关怀：王先生，加上您的第一天",
         "d3 12:15 见面礼" + h.transcript("wang")[-1].removeprefix("d3 12:15 见面礼"),
     ]
@@ -180,5 +185,5 @@ async def test_two_take_overs_add_up(harness: Harness) -> None:
         await h.run_for(timedelta(hours=1))
         await h.guide_says("/release wang")  # 11:00
     await h.run_until(h.start + timedelta(days=4))
-    journey = [line for line in h.transcript("wang") if "导购" not in line]
+    journey = journey_lines(h, "wang")
     assert [line[:8] for line in journey] == ["d0 10:15", "d1 11:15", "d3 12:15"]  # the day-3 gift: two hours on

@@ -2,23 +2,20 @@
 pending touches follow the customer to the new guide, who introduces themself through the touch policy."""
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select
 
-from bot.app import build_web_app
 from bot.transfers import TransferError, transfer_customers
 from storage.models import Contact, Transfer
-from tests.fakes import FakeQyapi
 from tests.harness import Harness
 from tests.lifecycle_scripts import scripts_with
-from tests.test_wecom import AES_KEY, CORP, TOKEN, WeComWorld
+from tests.test_wecom import WeComWorld, add_contact_xml, wecom_world
 
 MEI, JIE, LAN = "guide01", "guide02", "guide03"
 STAFF = ({"id": "xiaomei", "name": "小美", "identities": {"wecom": MEI}},
@@ -27,30 +24,12 @@ STAFF = ({"id": "xiaomei", "name": "小美", "identities": {"wecom": MEI}},
 
 
 def added_xml(customer: str, guide: str, state: str = "") -> str:
-    """WeCom's add_external_contact callback: `guide` is the member the customer added."""
-    return (f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
-            f"<CreateTime>1403610513</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-            f"<Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]>"
-            f"</ChangeType><UserID><![CDATA[{guide}]]></UserID><ExternalUserID><![CDATA[{customer}]]>"
-            f"</ExternalUserID><State><![CDATA[{state}]]></State><WelcomeCode><![CDATA[W{customer}]]></WelcomeCode>"
-            f"</xml>")
+    return add_contact_xml(customer, welcome=f"W{customer}", state=state, guide=guide)
 
 
-@contextlib.asynccontextmanager
-async def corp(db_url: str, start: datetime, scripts: Path, **overrides: Any) -> AsyncIterator[WeComWorld]:
+def corp(db_url: str, start: datetime, scripts: Path, **overrides: Any) -> AbstractAsyncContextManager[WeComWorld]:
     """siyu on a fake WeCom corp with three guides."""
-    fake = FakeQyapi()
-    api = await fake.start()
-    wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
-             "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
-    h = await Harness.create(db_url, start, scripts, staff=STAFF, default_guide="xiaomei",
-                             adapters={"webchat": {"enabled": False}, "wecom": wecom}, **overrides)
-    try:
-        async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
-            yield WeComWorld(h, fake, client)
-    finally:
-        await h.close()
-        await fake.close()
+    return wecom_world(db_url, start, scripts, staff=STAFF, default_guide="xiaomei", **overrides)
 
 
 @pytest.fixture

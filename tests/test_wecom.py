@@ -5,7 +5,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,12 @@ GUIDE = "guide01"
 STAFF = ({"id": "xiaomei", "name": "小美", "identities": {"wecom": GUIDE}},)
 
 
-def add_contact_xml(customer: str, welcome: str = "WELCOMECODE", state: str = "store-qr-01") -> str:
+def add_contact_xml(customer: str, welcome: str = "WELCOMECODE", state: str = "store-qr-01", guide: str = GUIDE) -> str:
+    """WeCom's add_external_contact callback: `guide` is the member the customer added."""
     return (f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
             f"<CreateTime>1403610513</CreateTime><MsgType><![CDATA[event]]></MsgType>"
             f"<Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]>"
-            f"</ChangeType><UserID><![CDATA[{GUIDE}]]></UserID><ExternalUserID><![CDATA[{customer}]]>"
+            f"</ChangeType><UserID><![CDATA[{guide}]]></UserID><ExternalUserID><![CDATA[{customer}]]>"
             f"</ExternalUserID><State><![CDATA[{state}]]></State><WelcomeCode><![CDATA[{welcome}]]></WelcomeCode>"
             f"</xml>")
 
@@ -61,13 +62,13 @@ class WeComWorld:
 
 @contextlib.asynccontextmanager
 async def wecom_world(db_url: str, start: datetime, scripts: Path = SCRIPTS, wecom_extra: dict[str, Any] | None = None,
-                      **overrides: Any) -> AsyncIterator[WeComWorld]:
+                      staff: Sequence[dict[str, Any]] = STAFF, **overrides: Any) -> AsyncIterator[WeComWorld]:
     """siyu configured for a WeCom corp whose qyapi is a fake server, with its callback served."""
     fake = FakeQyapi()
     api = await fake.start()
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
              "agent_id": "1000002", "api_base": api, "timestamp_window": 300, **(wecom_extra or {})}
-    h = await Harness.create(db_url, start, scripts, staff=STAFF,
+    h = await Harness.create(db_url, start, scripts, staff=staff,
                              adapters={"webchat": {"enabled": False}, "wecom": wecom}, **overrides)
     try:
         async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:

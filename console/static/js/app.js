@@ -6,6 +6,7 @@ import { showTeach } from './teach.js';
 import { showDashboard } from './dashboard.js';
 import { showGuard } from './guard.js';
 import { showPreview } from './preview.js';
+import { showLifecycle } from './lifecycle.js';
 
 const $ = (id) => document.getElementById(id);
 let me = null;
@@ -17,8 +18,9 @@ const PAGES = {
   dashboard: showDashboard,
   guard: showGuard,
   preview: showPreview,
+  lifecycle: showLifecycle,
 };
-const OPERATOR_ONLY = new Set(['dashboard', 'guard', 'preview']);
+const OPERATOR_ONLY = new Set(['dashboard', 'guard', 'preview', 'lifecycle']);
 
 function showLogin(message) {
   me = null;
