@@ -222,7 +222,7 @@ class Settings(_Strict):
         ids = [s.id for s in self.staff]
         for key in keys:
             if key not in ids:
-                return f"no guide {key!r} under staff: in config.yaml — known: {', '.join(ids) or 'none configured'}"
+                return f"没有工号为「{key}」的导购：config.yaml 的 staff: 里有 {'、'.join(ids) or '（还没有配置导购）'}"
         return None
 
 

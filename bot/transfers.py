@@ -36,7 +36,14 @@ POLL_BATCH = 200
 
 
 class TransferError(ValueError):
-    """The operator asked for a transfer that cannot be made (an unknown guide, no customers)."""
+    """The operator asked for a transfer that cannot be made; the message is the operator's sentence.
+
+    `unknown` is True when a named guide or customer does not exist (the console answers 404), False when
+    the request itself cannot be done (400)."""
+
+    def __init__(self, message: str, unknown: bool = False) -> None:
+        super().__init__(message)
+        self.unknown = unknown
 
 
 @dataclass(frozen=True)
@@ -89,16 +96,16 @@ async def transfer_customers(app: App, from_guide: str, to_guide: str, customers
     """
     settings = app.settings
     if (unknown := settings.unknown_guide((from_guide, to_guide))) is not None:
-        raise TransferError(unknown)
+        raise TransferError(unknown, unknown=True)
     if from_guide == to_guide:
-        raise TransferError("--from and --to are the same guide")
+        raise TransferError("交出和接手的是同一位导购 — 请选两位不同的导购")
     now = app.clock.now()
     async with app.db.session() as session:
         contacts = await _customers_of(session, settings, from_guide, customers)
         waiting = set((await session.scalars(select(Transfer.contact_id).where(
             Transfer.status == HandoverState.WAITING.value, Transfer.contact_id.in_([c.id for c in contacts])))).all())
     if not contacts:
-        raise TransferError(f"{from_guide} has no customers to hand over")
+        raise TransferError(f"{from_guide} 名下没有可以交接的客户")
 
     outcomes: dict[int, Handover] = {}
     by_channel: dict[str, list[Contact]] = defaultdict(list)
@@ -145,10 +152,9 @@ async def _customers_of(session: AsyncSession, settings: Settings, guide: str,
     for ref in refs:
         contact = await repo.find_contact(session, ref)
         if contact is None:
-            raise TransferError(f"no customer {ref!r} — use the customer's id, platform id or name")
-        if (contact.guide_key or settings.default_guide) != guide:
-            raise TransferError(f"customer #{contact.id} is {contact.guide_key or settings.default_guide}'s, "
-                                f"not {guide}'s")
+            raise TransferError(f"找不到客户「{ref}」：请填客户编号、平台 ID 或姓名", unknown=True)
+        if (owner := contact.guide_key or settings.default_guide) != guide:
+            raise TransferError(f"客户 #{contact.id}（{contact.name}）由 {owner} 负责，不是 {guide}")
         contacts.append(contact)
     return contacts
 

@@ -52,7 +52,7 @@ async def test_a_code_spreads_three_customers_over_three_guides(world: WeComWorl
 
 
 async def test_mistakes_are_refused_before_wecom_is_asked(world: WeComWorld) -> None:
-    with pytest.raises(ChannelCodeError, match="no guide 'nobody'"):
+    with pytest.raises(ChannelCodeError, match="没有工号为「nobody」的导购"):
         await create_channel_code(world.h.app, "门店B", ["xiaomei", "nobody"])
     await create_channel_code(world.h.app, "门店B", ["xiaomei"])
     with pytest.raises(ChannelCodeError, match="already a channel code named '门店B'"):

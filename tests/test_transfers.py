@@ -116,9 +116,9 @@ async def test_a_departed_guides_customers_use_the_resigned_api(world: WeComWorl
 
 
 async def test_bad_requests_name_what_is_wrong(world: WeComWorld) -> None:
-    with pytest.raises(TransferError, match="no guide 'nobody'"):
+    with pytest.raises(TransferError, match="没有工号为「nobody」的导购"):
         await transfer_customers(world.h.app, "xiaomei", "nobody")
-    with pytest.raises(TransferError, match="xiaomei has no customers"):
+    with pytest.raises(TransferError, match="xiaomei 名下没有可以交接的客户"):
         await transfer_customers(world.h.app, "xiaomei", "ajie")
     assert world.fake.called("/externalcontact/transfer_customer") == []
 
@@ -162,5 +162,5 @@ def test_siyu_customers_transfer_reports_what_it_cannot_do(db_url: str, tmp_path
     assert main(["customers", "transfer", "--from", "xiaomei", "--to", "aqing", *files]) == 1
     assert main(["customers", "transfer", "--from", "xiaomei", "--to", "nobody", *files]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        "xiaomei has no customers to hand over",
-        "no guide 'nobody' under staff: in config.yaml — known: xiaomei, aqing"]
+        "xiaomei 名下没有可以交接的客户",
+        "没有工号为「nobody」的导购：config.yaml 的 staff: 里有 xiaomei、aqing"]
