@@ -1,4 +1,4 @@
-"""Run benchmarks: `python -m bench` (all) or `python -m bench e2e scheduler policy simulate fuzzy kill9 faq`.
+"""Run benchmarks: `python -m bench` (all) or `python -m bench e2e scheduler policy simulate fuzzy kill9 faq guard`.
 
 Each prints JSON with a baseline measured in the same run, so figures compare across machines.
 """
@@ -8,7 +8,7 @@ import asyncio
 import importlib
 import sys
 
-ALL = ("fuzzy", "policy", "simulate", "kill9", "e2e", "scheduler", "faq")
+ALL = ("fuzzy", "policy", "simulate", "kill9", "e2e", "scheduler", "faq", "guard")
 
 
 def main() -> None:

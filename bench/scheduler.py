@@ -1,11 +1,13 @@
 """The scheduler at scale, on PostgreSQL: N enrolled customers each with a touch due, 3 worker processes.
 
 `python -m bench scheduler [--customers 100000,1000000] [--workers 3]` fills a scratch PostgreSQL
-database (SIYU_BENCH_DATABASE_URL; its public schema is dropped) with bulk inserts, then starts the
-worker processes at once: each claims due touches (`FOR UPDATE SKIP LOCKED`), lets the policy decide,
-renders and queues the message, exactly as `siyu serve` does. Prints JSON: enrol rate, claims per
-second altogether, and each worker's peak resident memory (flat memory: the same at 100k and 1M).
-The same-run baseline is one worker alone on the first size.
+database (SIYU_BENCH_DATABASE_URL; its public schema is dropped) with set-based inserts (customers, their
+enrolments, a touch due now and a later one each), then starts the worker processes at once: each claims
+due touches (`FOR UPDATE SKIP LOCKED`), lets the policy decide, renders and queues the message through
+the real `Scheduler.run_batch`, as `siyu serve` does. Prints JSON: enrol rate, claims per second
+altogether, what the database holds afterwards, and each worker's resident memory at start, at end and
+at its peak (flat memory: the same at 100k and 1M). The same-run baseline is one worker alone on the
+first size.
 """
 from __future__ import annotations
 
@@ -20,19 +22,19 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 DUE = datetime(2026, 3, 20, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai: outside quiet hours
-JOURNEY, STEP = "new_customer", "day3_followup"
-CHUNK = 5000
+JOURNEY, STEP, NEXT_STEP = "new_customer", "day3_followup", "day7_followup"
 
 
 async def fill(url: str, customers: int) -> float:
-    """Reset the database and enrol `customers` customers with one touch due each; returns seconds."""
+    """Reset the database and enrol `customers` customers in the new-customer journey, as the enrolment code
+    leaves them three days on: an active enrolment, its day-3 touch due now and its day-7 touch still
+    waiting. Set-based INSERT … SELECT generate_series, so a million customers take seconds, not minutes.
+    Returns seconds."""
     from storage.db import Database
-    from storage.models import Contact, Touch
-    from storage.touch_status import TouchStatus
 
     db = Database(url)
     async with db.engine.begin() as conn:
@@ -41,23 +43,39 @@ async def fill(url: str, customers: int) -> float:
     await db.upgrade()
     began = time.perf_counter()
     added = DUE - timedelta(days=3)
+    values = {"n": customers, "added": added, "due": DUE, "later": added + timedelta(days=7), "journey": JOURNEY}
     async with db.engine.begin() as conn:
-        for start in range(1, customers + 1, CHUNK):
-            ids = range(start, min(start + CHUNK, customers + 1))
-            await conn.execute(insert(Contact), [dict(
-                id=i, channel="bench", external_id=f"c{i}", name=f"顾客{i}", guide_key="xiaomei", tags=[],
-                interests=[], profile={}, opted_out=False, churned=False, replies=0, added_at=added) for i in ids])
-            await conn.execute(insert(Touch), [dict(
-                contact_id=i, journey_id=JOURNEY, step_id=STEP, idempotency_key=f"bench:{i}", due_at=DUE,
-                first_due_at=DUE, status=TouchStatus.PENDING, attempts=0, created_at=added) for i in ids])
-        await conn.execute(text("SELECT setval(pg_get_serial_sequence('contacts', 'id'), :n)"), {"n": customers})
+        await conn.execute(text(
+            "INSERT INTO contacts (id, channel, external_id, name, guide_key, tags, interests, opted_out, churned,"
+            " replies, added_at) SELECT i, 'bench', 'c' || i, '顾客' || i, 'xiaomei', '[]', '[]', false, false, 0,"
+            " :added FROM generate_series(1, :n) AS i"), values)
+        await conn.execute(text(
+            "INSERT INTO enrolments (id, contact_id, journey_id, generation, status, enrolled_at, variants)"
+            " SELECT i, i, :journey, 1, 'active', :added, '{}' FROM generate_series(1, :n) AS i"), values)
+        for step, due in ((STEP, "due"), (NEXT_STEP, "later")):  # the keys `JourneyRunner.schedule_step` writes
+            await conn.execute(text(
+                "INSERT INTO touches (contact_id, enrolment_id, journey_id, step_id, idempotency_key, due_at,"
+                f" first_due_at, status, attempts, created_at) SELECT i, i, '{JOURNEY}', '{step}',"
+                f" '{JOURNEY}\\:{step}\\:' || i || '\\:g1', :{due}, :{due}, 'pending', 0, :added"
+                " FROM generate_series(1, :n) AS i"), values)
+        for table in ("contacts", "enrolments"):
+            await conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), :n)"), values)
+    async with db.engine.connect() as conn:
+        await conn.execute(text("COMMIT"))
+        await conn.execute(text("VACUUM ANALYZE"))  # as autovacuum would soon after a bulk load
     seconds = time.perf_counter() - began
     await db.close()
     return seconds
 
 
+def rss_mb() -> float:
+    """Resident memory now (not the peak)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 async def work(url: str, name: str) -> None:
-    """One worker process: run the scheduler until nothing is due, then report its RSS."""
+    """One worker process: run the scheduler batch after batch until nothing is due, then report its RSS."""
     from bot.app import App
     from bot.clock import VirtualClock
     from bot.config_loader import load_config
@@ -69,25 +87,32 @@ async def work(url: str, name: str) -> None:
     print("ready", flush=True)
     sys.stdin.readline()  # everyone starts together
     decided = 0
-    while True:
-        outcomes = await app.scheduler.run_due()
+    started_mb, cpu_before = rss_mb(), time.process_time()
+    while True:  # as `siyu serve` works through a backlog: one batch in memory at a time
+        claimed, outcomes = await app.scheduler.run_batch()
         decided += len(outcomes)
-        if not outcomes:
+        if not claimed:
             break
+    cpu_s = time.process_time() - cpu_before
     await app.close()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"worker": name, "decided": decided, "peak_rss_mb": round(rss_mb, 1)}), flush=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"worker": name, "decided": decided, "cpu_s": round(cpu_s, 1), "peak_rss_mb": round(peak_mb, 1),
+                      "rss_at_start_mb": round(started_mb, 1), "rss_at_end_mb": round(rss_mb(), 1)}), flush=True)
 
 
-async def pending(url: str) -> int:
+async def pending(url: str) -> dict[str, int]:
+    """What the workers left behind: touches by status, and the messages queued (one per touch sent)."""
     from storage.db import Database
-    from storage.models import Touch
+    from storage.models import Message, Touch
 
     db = Database(url)
     async with db.session() as session:
-        left = int(await session.scalar(select(func.count()).select_from(Touch).where(Touch.status == "pending")) or 0)
+        counts = {f"touches_{status}": int(n) for status, n in
+                  (await session.execute(select(Touch.status, func.count()).group_by(Touch.status))).all()}
+        counts["messages_say"] = int(await session.scalar(
+            select(func.count()).select_from(Message).where(Message.action == "say")) or 0)
     await db.close()
-    return left
+    return counts
 
 
 async def run_workers(url: str, workers: int) -> dict[str, object]:
@@ -104,9 +129,14 @@ async def run_workers(url: str, workers: int) -> dict[str, object]:
     reports = [json.loads(proc.communicate()[0].strip().splitlines()[-1]) for proc in procs]
     seconds = time.perf_counter() - began
     decided = sum(int(r["decided"]) for r in reports)
+    cpu_s = sum(float(r["cpu_s"]) for r in reports)  # the workers' own CPU time (PostgreSQL's is not in it)
     return {"workers": workers, "decided": decided, "seconds": round(seconds, 2),
-            "claims_per_s": round(decided / seconds, 1), "left_pending": await pending(url),
-            "peak_rss_mb": [r["peak_rss_mb"] for r in reports]}
+            "claims_per_s": round(decided / seconds, 1),
+            "worker_cpu_ms_per_claim": round(1000 * cpu_s / decided, 3) if decided else None,
+            "after": await pending(url),
+            "peak_rss_mb": [r["peak_rss_mb"] for r in reports],
+            "rss_at_start_mb": [r["rss_at_start_mb"] for r in reports],
+            "rss_at_end_mb": [r["rss_at_end_mb"] for r in reports]}
 
 
 async def main() -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import select
+
 from bot.clock import Clock
 from bot.events import ChatType
 from bot.guard_history import visible_history
-from bot.plugin import HistoryLine, LoginResult, StaffIdentity
+from bot.plugin import HistoryLine, LoginResult, StaffIdentity, Standing
 from bot.staff_accounts import StaffAccounts
 from storage import repo
 from storage.db import Database
+from storage.models import Message
 
 
 class AdapterStorage:
@@ -53,6 +56,18 @@ class AdapterStorage:
     async def is_staff(self, channel: str, external_id: str) -> bool:
         async with self.db.session() as session:
             return await repo.staff_by_identity(session, channel, external_id) is not None
+
+    async def standing(self, channel: str, group: str, member: str) -> Standing:
+        actions = select(Message.id, Message.action, Message.until).where(
+            Message.channel == channel, Message.chat_type == ChatType.GROUP.value, Message.chat_id == group,
+            Message.direction == "out", Message.target_id == member, Message.delivered_at.isnot(None))
+        async with self.db.session() as session:
+            removed = await session.scalar(actions.where(Message.action == "remove").limit(1))
+            latest = (await session.execute(actions.where(Message.action.in_(("mute", "unmute")))
+                                            .order_by(Message.id.desc()).limit(1))).first()
+        if latest is None:
+            return Standing(removed is not None)
+        return Standing(removed is not None, latest.id, latest.until if latest.action == "mute" else None)
 
     async def staff_name(self, channel: str, sender_id: str) -> str | None:
         async with self.db.session() as session:

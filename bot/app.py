@@ -55,6 +55,7 @@ STALE_AFTER_POLLS = 3       # /readyz: a finished pass no older than this many p
 DRAIN_SECONDS = 4.0         # on SIGTERM: the scheduler/delivery pass in progress may finish within this
 ADAPTER_STOP_SECONDS = 2.0  # then the platforms' connections close within this
 HTTP_CLOSE_SECONDS = 1.5    # then open HTTP connections (web chat sockets) get this long
+TICK_BATCHES = 20          # scheduler batches per pass: bounds a pass's memory and the wait for its deliveries
 
 
 @dataclass
@@ -88,12 +89,13 @@ class App:
         self.db = Database(settings.database_url)
         self.library = ScriptLibrary(scripts, settings.brand)
         self.runner = JourneyRunner(settings.policy.timezone)
-        self.engine = Engine(self.db, self.library, settings, self.runner, self.conversation_link, self.metrics)
         worker = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker, self.limits_for,
-                                   self.metrics)
         self.transports: dict[str, Transport] = {}  # the one registry; the dispatcher reads it live
         self.relay = Relay(self.db, worker, self.transports, self._stored_action)
+        self.engine = Engine(self.db, self.library, settings, self.runner, self.conversation_link, self.metrics,
+                             publisher=self.relay)
+        self.scheduler = Scheduler(self.db, self.library, settings, self.clock, self.runner, worker, self.limits_for,
+                                   self.metrics)
         self.dispatcher = Dispatcher(self.db, self.clock, self.transports, settings.delivery_rate,
                                      metrics=self.metrics, default_guide=settings.default_guide,
                                      publisher=self.relay)
@@ -204,9 +206,13 @@ class App:
         await poll_transfers(self)  # hand-overs the platform has not settled yet (bot/transfers.py)
         await self.dormancy.run()  # at most hourly: silent customers enter the `dormant` journeys
         await self.leaderboard.run()  # monthly: last month's points leaderboard in each group
-        outcomes = await self.scheduler.run_due()
+        # a backlog (a million customers due after downtime) is worked off pass by pass: what one pass decided
+        # goes out before the next begins, and no pass holds more than TICK_BATCHES batches in memory
+        outcomes, more = await self.scheduler.run_some(TICK_BATCHES)
         await self.dispatcher.flush()
         await self.dispatcher.confirm_pending()
+        if more:
+            self.engine.work_ready.set()  # the serve loop starts the next pass at once
         return outcomes
 
     async def _stored_action(self, message_id: int) -> Action | None:

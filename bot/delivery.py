@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.config import DeliveryRate
 from bot.conversation_log import note_to_guide
-from bot.events import Action, ActionKind, Address, ChatType
+from bot.events import Action, ActionKind, Address, ChatType, Event
 from bot.metrics import Metrics
 from bot.ratelimit import TokenBucket
 from bot.transport import (
@@ -59,10 +59,14 @@ def action_of(message: Message) -> Action:
 
 
 class Publisher:
-    """Where delivered actions of transports with their own connections are announced to other processes."""
+    """Where delivered actions of transports with their own connections are announced to other processes,
+    and the group messages those transports' members send (bot/relay.py)."""
 
     async def publish(self, session: AsyncSession, action: Action) -> None:
         """Announce inside `session`'s transaction (default: one process, nobody to tell)."""
+
+    async def publish_message(self, session: AsyncSession, event: Event, stored_id: int) -> None:
+        """Announce a member's group message inside the transaction that stores it as `stored_id`."""
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Each event is one transaction, taken in its conversation's turn: dedupe, then the part that owns it —
 contacts, a 1v1 chat, a group, or staff — decides, and whatever it queues is in the outbox when the
-transaction commits. The FAQ decision (model work) is made before the transaction opens.
+transaction commits. The FAQ decision (model work) is made before the transaction opens; the guard's LLM
+second opinion on a held group message is asked after it commits, and acted on in a second short one.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from bot.commands import GuideCommands, StaffActor
 from bot.config import Settings
 from bot.contacts import ContactLifecycle
 from bot.conversation_log import reply, store_inbound
+from bot.delivery import Publisher
 from bot.direct import DirectConversation
 from bot.durations import parse_duration
 from bot.enrolment import JourneyRunner
@@ -32,6 +34,7 @@ from bot.handoff import ConversationLink, HandOff
 from bot.inbound import clean_event
 from bot.library import ScriptLibrary
 from bot.metrics import Metrics
+from bot.moderation import SecondOpinion
 from bot.turns import ConversationTurns, advisory_key, conversation_key
 from bot.understood import Understood
 from intents.normalize import without_mentions
@@ -58,7 +61,8 @@ class Engine:
     """Handles one Event per transaction; a redelivered message id has no second effect."""
 
     def __init__(self, db: Database, library: ScriptLibrary, settings: Settings, runner: JourneyRunner,
-                 conversation_link: ConversationLink, metrics: Metrics | None = None) -> None:
+                 conversation_link: ConversationLink, metrics: Metrics | None = None,
+                 publisher: Publisher | None = None) -> None:
         self.db = db
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -70,7 +74,8 @@ class Engine:
                                          FloodWatch(settings.inbound.flood, self.handoff))
         llm = settings.llm
         self.groups = GroupConversation(self.contacts, self.answers, library, settings.faq, self.metrics,
-                                        spam_judge(llm.base_url, llm.model, llm.api_key_env, llm.timeout_seconds))
+                                        spam_judge(llm.base_url, llm.model, llm.api_key_env, llm.timeout_seconds),
+                                        publisher)
         self.commands = GuideCommands(library, self.contacts, self.handoff, ZoneInfo(settings.policy.timezone))
         self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
         self.turns = ConversationTurns()
@@ -115,20 +120,50 @@ class Engine:
                     session, event.channel, event.message_id, event.at):
                 log.info("dropping a redelivered %s message", event.channel)
                 return Applied.nothing()
-            await self._dispatch(session, event, understood)
-            queued = queued_outbound(session)
+            opinion = await self._dispatch(session, event, understood)
+            queued, unclaimed = self._claim(session, deliver_here, claimed_until)
             scheduled = touches_scheduled_for(session)
-            unclaimed = bool(scheduled)
-            for message in queued:
-                if claimed_until is not None and message.channel in deliver_here:
-                    message.delivery_claimed_until, message.delivery_attempts = claimed_until, 1
-                else:
-                    unclaimed = True
+            unclaimed = unclaimed or bool(scheduled)
         if event.kind is EventKind.MESSAGE:
             self.metrics.inbound.labels(event.channel, event.chat_type.value).inc()
+        if opinion is not None:  # the held message is committed and the database free while the model thinks
+            later, unclaimed_later = await self._second_opinion(event, opinion, deliver_here, claimed_until)
+            queued, unclaimed = queued + later, unclaimed or unclaimed_later
         if unclaimed:
             self.work_ready.set()
         return Applied(queued, scheduled)
+
+    @staticmethod
+    def _claim(session: AsyncSession, deliver_here: Collection[str],
+               claimed_until: datetime | None) -> tuple[list[Message], bool]:
+        """The session's queued outbound messages, those on `deliver_here` claimed for the caller; and whether
+        any was left for the outbox."""
+        queued = queued_outbound(session)
+        unclaimed = False
+        for message in queued:
+            if claimed_until is not None and message.channel in deliver_here:
+                message.delivery_claimed_until, message.delivery_attempts = claimed_until, 1
+            else:
+                unclaimed = True
+        return queued, unclaimed
+
+    async def _second_opinion(self, event: Event, opinion: SecondOpinion, deliver_here: Collection[str],
+                              claimed_until: datetime | None) -> tuple[list[Message], bool]:
+        """Ask the LLM about a held message with no transaction open, then act on the answer in a short one
+        (spam: deleted and punished; ordinary: released; no answer: it stays held for staff)."""
+        spam = await self.groups.moderator.ask(opinion)
+        if spam is None:
+            return [], False
+        try:
+            async with self.db.session() as session, session.begin():
+                if self.db.dialect == "postgresql":  # strikes are counted in the conversation's turn, as above
+                    await session.execute(select(func.pg_advisory_xact_lock(advisory_key(conversation_key(event)))))
+                await self.groups.settle(session, opinion, spam)
+                return self._claim(session, deliver_here, claimed_until)
+        except Exception as exc:  # noqa: BLE001 — the event itself is committed; its replies must still go out
+            log.error("guard: could not apply the LLM's answer (%s); the message stays held for staff",
+                      type(exc).__name__)
+            return [], False
 
     async def _understand(self, event: Event) -> Understood | None:
         """The FAQ decision for a customer's message, made before the transaction (None: not a question)."""
@@ -137,7 +172,9 @@ class Engine:
         question = without_mentions(event.text) if event.mentions_bot else event.text
         return Understood(*await self.answers.decide(question))
 
-    async def _dispatch(self, session: AsyncSession, event: Event, understood: Understood | None) -> None:
+    async def _dispatch(self, session: AsyncSession, event: Event,
+                        understood: Understood | None) -> SecondOpinion | None:
+        """Hand the event to the part that owns it; a held group message for the LLM to judge comes back."""
         match event.kind:
             case EventKind.CONTACT_ADDED:
                 await self.contacts.added(session, event)
@@ -152,23 +189,25 @@ class Engine:
                 contact, _ = await self.contacts.upsert(session, event)
                 await self.contacts.purchased(session, contact, event.at)
             case EventKind.MESSAGE:
-                await self._message(session, event, understood)
+                return await self._message(session, event, understood)
+        return None
 
-    async def _message(self, session: AsyncSession, event: Event, understood: Understood | None) -> None:
+    async def _message(self, session: AsyncSession, event: Event,
+                       understood: Understood | None) -> SecondOpinion | None:
         # staff are the identities config.yaml names, whatever an adapter claims: a claim alone proves nothing
         staff = await repo.staff_by_identity(session, event.channel, event.sender_id)
         if staff is not None:
             await self._staff_message(session, event, staff)
-            return
+            return None
         if event.sender_role is Role.STAFF:
             log.warning("a %s sender claimed to be staff but is not configured under staff:", event.channel)
         if event.sender_role is Role.BOT:
-            return  # never answer bots, including ourselves
+            return None  # never answer bots, including ourselves
         assert understood is not None  # made for every message not from a bot
         if event.chat_type is ChatType.GROUP:
-            await self.groups.message(session, event, understood)
-        else:
-            await self.direct.message(session, event, understood)
+            return await self.groups.message(session, event, understood)
+        await self.direct.message(session, event, understood)
+        return None
 
     async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff) -> None:
         store_inbound(session, event, None, "staff")

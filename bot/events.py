@@ -70,12 +70,14 @@ class Event:
     profile: Profile = field(default_factory=Profile)
     tag: str | None = None
     content_type: str = "text"  # text | image | qr_code | mini_program | business_card | link …
+    removed_by: str | None = None  # LEFT_GROUP: the platform id of the person who took the member out
 
 
 class ActionKind(StrEnum):
     SAY = "say"
     DELETE = "delete"  # remove the member's message `target_ref`
     MUTE = "mute"      # stop `target_id` from posting until `until`
+    UNMUTE = "unmute"  # let `target_id` post again (staff overturned the strike that muted them)
     REMOVE = "remove"  # take `target_id` out of the group
     TAG = "tag"        # write tag `text` onto customer `target_id` on the platform
 

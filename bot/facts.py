@@ -48,7 +48,8 @@ def customer_view(contact: Contact, now: datetime, points: int = 0, level: str =
     """The `customer` seen by templates and `when:` conditions, as plain values.
 
     `points` and `level` come from the ledger (bot/loyalty.py `PointsBook.facts`), which needs a query."""
-    return asdict(CustomerView(
+    # a shallow copy is enough (its lists are fresh); `asdict` deep-copied every field, per touch sent
+    return dict(vars(CustomerView(
         id=contact.id,
         name=contact.name or "亲",
         tags=list(contact.tags or []),
@@ -63,4 +64,4 @@ def customer_view(contact: Contact, now: datetime, points: int = 0, level: str =
         points=points,
         level=level or contact.level or "",
         days_silent=(now - (contact.last_inbound_at or contact.added_at)).days,
-    ))
+    )))

@@ -2,14 +2,15 @@
 
 A decision becomes a guard sample at once (the guard compares every new message with the samples, so it
 counts from the next message on, in every process), and `siyu guard train` learns from all of them.
-"Not spam" also takes the strike back. The console calls these inside its own transaction; each raises
-LookupError for an id it does not know.
+"Not spam" also takes the strike back: it no longer counts, what it still had waiting in the outbox is
+called off, and a mute it caused is lifted. The console and `siyu guard` call these inside their own
+transaction; each raises LookupError for an id it does not know.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,7 +19,8 @@ from bot.events import ActionKind
 from bot.guard import REASONS
 from bot.guard_members import display_names
 from bot.guard_model import Sample
-from bot.moderation import queue_action
+from bot.guard_similar import guard_view
+from bot.moderation import COUNTED, queue_action, undo_strike
 from storage.models import GuardEvent, GuardSample, Message
 
 
@@ -82,12 +84,16 @@ async def _text_of(session: AsyncSession, event: GuardEvent) -> str:
 
 
 async def mark_not_spam(session: AsyncSession, event_id: int, staff_key: str, now: datetime) -> GuardEventView:
-    """Staff say the message was fine: a normal sample, and the strike no longer counts."""
+    """Staff say the message was fine: a normal sample, and the strike is undone (it no longer counts, a
+    warning or removal not yet sent is called off, a mute it caused is lifted)."""
     event = await _event(session, event_id)
     if event.status != "not_spam":
+        was_strike = event.status in COUNTED
         event.status, event.reviewed_by, event.reviewed_at = "not_spam", staff_key, now
         session.add(GuardSample(text=await _text_of(session, event), spam=False, staff_key=staff_key,
                                 guard_event_id=event.id, created_at=now))
+        if was_strike:
+            await undo_strike(session, event, now)
     await session.flush()
     return await _view(session, event)
 
@@ -118,6 +124,50 @@ async def mark_spam(session: AsyncSession, message_id: int, staff_key: str, now:
                          ActionKind.DELETE, now)
         await session.flush()
     return await _view(session, event)
+
+
+REMOVAL_LOOKBACK = timedelta(hours=24)  # how far back a removed member's messages are taken as the reason
+REMOVAL_SAMPLES = 3  # at most this many of them, newest first
+
+
+async def learn_from_removal(session: AsyncSession, channel: str, group_id: str, member_id: str, staff_key: str,
+                             now: datetime, min_length: int = 4,
+                             evasions: Sequence[tuple[str, str]] = ()) -> list[GuardEventView]:
+    """Staff took a member out of a group on the platform: their latest messages there (at most
+    REMOVAL_SAMPLES from the last REMOVAL_LOOKBACK) become spam samples, each with a guard event that staff
+    can overturn in the console. Nothing is deleted; a removal the guard made itself teaches nothing.
+    """
+    since = now - REMOVAL_LOOKBACK
+    ours = await session.scalar(select(GuardEvent.id).where(
+        GuardEvent.channel == channel, GuardEvent.group_id == group_id, GuardEvent.member_id == member_id,
+        GuardEvent.action == "remove", GuardEvent.status == "acted", GuardEvent.at > since).limit(1))
+    if ours is not None:
+        return []  # the guard's own decision: learning from it would only repeat its mistakes
+    messages = (await session.scalars(select(Message).where(
+        Message.direction == "in", Message.chat_type == "group", Message.channel == channel,
+        Message.chat_id == group_id, Message.sender_id == member_id, Message.created_at > since)
+        .order_by(Message.id.desc()).limit(REMOVAL_SAMPLES * 4))).all()
+    # too short to compare (「好的」) says nothing about why they were removed
+    messages = [m for m in messages if len(guard_view(m.text, evasions)) >= max(min_length, 1)][:REMOVAL_SAMPLES]
+    learned = []
+    for message in messages:
+        event = await session.scalar(select(GuardEvent).where(GuardEvent.message_row == message.id)
+                                     .order_by(GuardEvent.id.desc()).limit(1))
+        if event is not None and event.status in ("spam", "not_spam"):
+            continue  # staff have decided on it already (or the platform told us of this removal before)
+        if event is None:
+            event = GuardEvent(channel=channel, group_id=group_id, member_id=member_id,
+                               message_ref=message.platform_ref, rule="staff_removal", strike=1, action="remove",
+                               reason=REASONS["staff_removal"], excerpt=message.text[:200], message_row=message.id,
+                               at=now)
+            session.add(event)
+        event.status, event.reviewed_by, event.reviewed_at = "spam", staff_key, now
+        await session.flush()  # the event's id, for the sample
+        session.add(GuardSample(text=message.text, spam=True, staff_key=staff_key, guard_event_id=event.id,
+                                created_at=now))
+        learned.append(event)
+    await session.flush()
+    return await _views(session, learned)
 
 
 async def staff_samples(session: AsyncSession) -> list[Sample]:

@@ -8,7 +8,8 @@ from bot.plugin import HistoryLine
 from storage.models import Message
 
 DELETED_NOTICE = "一条消息因违反群规已被删除"
-NOTICES = ("mute", "remove")  # moderation rows whose text the group was shown
+NOTICES = ("mute", "unmute", "remove")  # moderation rows whose text the group was shown
+CALLED_OFF = "called off"  # how `delivery_error` starts for an action staff took back before it went out
 
 
 def visible_history(rows: Sequence[Message]) -> list[HistoryLine]:
@@ -16,6 +17,8 @@ def visible_history(rows: Sequence[Message]) -> list[HistoryLine]:
     deleted = {m.target_ref for m in rows if m.action == "delete" and m.target_ref}
     lines = []
     for m in rows:
+        if m.delivery_error and m.delivery_error.startswith(CALLED_OFF):
+            continue  # never shown: staff took it back before it went out
         if m.direction == "in":
             if m.platform_ref and m.platform_ref in deleted:
                 continue

@@ -37,6 +37,15 @@ class HistoryLine:
     from_guide: bool = False  # a guide's own words (a console reply): `sender` is the guide's id on the channel
 
 
+@dataclass(frozen=True)
+class Standing:
+    """What the moderation actions delivered so far in a group left of one member."""
+
+    removed: bool = False
+    mute_ref: int | None = None         # the outbox id of the latest mute or unmute delivered, if any
+    muted_until: datetime | None = None  # that one's end, when it was a mute
+
+
 class LoginResult(StrEnum):
     """What a staff login attempt came to."""
 
@@ -78,6 +87,11 @@ class AdapterStore(Protocol):
     async def history(self, channel: str, chat_type: ChatType, chat_id: str) -> Sequence[HistoryLine]: ...
 
     async def is_staff(self, channel: str, external_id: str) -> bool: ...
+
+    async def standing(self, channel: str, group: str, member: str) -> Standing:
+        """Whether a delivered removal took the member out of the group, and its latest delivered mute or
+        unmute: any process may have delivered them."""
+        ...
 
     async def staff_name(self, channel: str, sender_id: str) -> str | None:
         """The display name of the staff member who sent as `sender_id` on `channel`; None if unknown."""

@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, inspect, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.channel_rules import reachable_after_removal
 from bot.clock import Clock
@@ -27,21 +28,22 @@ from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
 from bot.journey import Journey, Step
 from bot.library import ScriptLibrary
-from bot.loyalty import PointsBook
+from bot.loyalty import PointsBook, replay
 from bot.metrics import Metrics
 from bot.policy import PolicyDecision, Rules, TouchPolicy, TouchRequest, Verdict
 from bot.transport import ChannelLimits
 from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.db import Database, queued_outbound
-from storage.models import Contact, Enrolment, Message, Touch
-from storage.touch_status import TouchStatus, release
+from storage.models import Contact, Enrolment, Message, PointsEntry, Touch, TouchLog
+from storage.touch_status import ACTIVE, TouchStatus, move, release
 
 log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=32)  # enough for the rolling week and the calendar month
 MANUAL_PRIORITY = 100         # a guide asked for it by hand
 MAX_CLAIMS = 5                # claimed this often without a decision: its processing keeps failing
+SQLITE_BATCH = 50             # on SQLite a batch holds the only write lock, and live replies wait for all of it
 
 
 class LostClaim(Exception):
@@ -86,41 +88,94 @@ class Scheduler:
         self.lease = timedelta(seconds=settings.scheduler.lease_seconds)
         self._told: set[tuple[str, str, str, int]] = set()  # (guide, journey, step, scripts version) told
 
+    @property
+    def batch_size(self) -> int:
+        configured = self.settings.scheduler.batch
+        return configured if self.db.dialect == "postgresql" else min(configured, SQLITE_BATCH)
+
     async def run_due(self, contacts: Collection[int] | None = None, claim_for: Collection[str] = (),
                       claimed_until: datetime | None = None) -> list[TouchOutcome]:
         """Claim and process every touch due now (only these customers', when given), batch after batch,
         until none is left. Messages on `claim_for` channels are claimed until `claimed_until` in the
         touch's own transaction, for the caller to deliver at once (`TouchOutcome.queued`)."""
+        outcomes, _ = await self.run_some(None, contacts, claim_for, claimed_until)
+        return outcomes
+
+    async def run_some(self, max_batches: int | None, contacts: Collection[int] | None = None,
+                       claim_for: Collection[str] = (),
+                       claimed_until: datetime | None = None) -> tuple[list[TouchOutcome], bool]:
+        """As `run_due`, but at most `max_batches` batches: (what was decided, whether more may be due)."""
         outcomes: list[TouchOutcome] = []
+        batches = 0
         while True:
-            now = self.clock.now()
-            async with self.db.session() as session, session.begin():
-                ids = await repo.claim_due_touches(session, self.worker_id, now, self.lease,
-                                                   self.settings.scheduler.batch, contacts)
-            if not ids:
-                return outcomes
-            for touch_id in ids:
-                try:
-                    async with self.db.session() as session, session.begin():
-                        outcome = await self._process(session, touch_id)
-                        if outcome is not None and claimed_until is not None:
-                            outcome = self._claimed(outcome, queued_outbound(session), claim_for, claimed_until)
-                except LostClaim:
-                    log.warning("touch %s was taken over by another worker", touch_id)
-                    continue
-                except Exception as exc:
-                    if _ends_the_pass(exc):
-                        raise
-                    # one touch's failure must not stop everyone else's: its transaction rolled back, its
-                    # claim expires and it is tried again, until MAX_CLAIMS drops it (no PII in this line)
-                    log.error("touch %s failed with %s at %s; it is retried once its claim expires",
-                              touch_id, type(exc).__name__, _where(exc))
-                    continue
-                if outcome is not None:
-                    outcomes.append(outcome)
+            claimed, done = await self.run_batch(contacts, claim_for, claimed_until)
+            outcomes += done
+            batches += 1
+            if claimed < self.batch_size:
+                return outcomes, False  # a short batch (or none) means nothing else was due
+            if max_batches is not None and batches >= max_batches:
+                return outcomes, True
+
+    async def run_batch(self, contacts: Collection[int] | None = None, claim_for: Collection[str] = (),
+                        claimed_until: datetime | None = None) -> tuple[int, list[TouchOutcome]]:
+        """Claim one batch of due touches and decide it: (how many were claimed, what was committed).
+
+        A worker with a large backlog calls this in a loop and keeps no more than one batch in memory.
+        """
+        now = self.clock.now()
+        async with self.db.session() as session, session.begin():
+            ids = await repo.claim_due_touches(session, self.worker_id, now, self.lease,
+                                               self.batch_size, contacts)
+        if not ids:
+            return 0, []
+        if claimed_until is None and len(ids) > 1:
+            # the whole batch in one transaction; a greeting to deliver at once (claimed_until) goes touch by
+            # touch, since its caller needs the ORM messages it queued
+            told = set(self._told)
+            try:
+                async with self.db.session() as session, session.begin():
+                    outcomes, lags = await self._process_batch(session, ids)
+            except Exception as exc:
+                self._told = told  # the guide notes of the rolled-back batch were never sent
+                if _ends_the_pass(exc):
+                    raise
+                # nothing of the batch happened (it rolled back) and the claims are still ours: each touch
+                # now gets its own transaction, so the one that fails cannot take the others with it
+                log.warning("a batch of %d touches failed with %s at %s; each is tried on its own",
+                            len(ids), type(exc).__name__, _where(exc))
+            else:
+                for due_at, at in lags:
+                    self.metrics.observe_lag(due_at, at)
+                for outcome in outcomes:
                     self.metrics.touches.labels(outcome.decision, outcome.reason).inc()  # committed
-            if len(ids) < self.settings.scheduler.batch:
-                return outcomes  # a short batch means nothing else was due
+                return len(ids), outcomes
+        return len(ids), await self._each(ids, claim_for, claimed_until)
+
+    async def _each(self, ids: list[int], claim_for: Collection[str],
+                    claimed_until: datetime | None) -> list[TouchOutcome]:
+        """Touch by touch, one transaction each."""
+        outcomes: list[TouchOutcome] = []
+        for touch_id in ids:
+            try:
+                async with self.db.session() as session, session.begin():
+                    outcome = await self._process(session, touch_id)
+                    if outcome is not None and claimed_until is not None:
+                        outcome = self._claimed(outcome, queued_outbound(session), claim_for, claimed_until)
+            except LostClaim:
+                log.warning("touch %s was taken over by another worker", touch_id)
+                continue
+            except Exception as exc:
+                if _ends_the_pass(exc):
+                    raise
+                # one touch's failure must not stop everyone else's: its transaction rolled back, its
+                # claim expires and it is tried again, until MAX_CLAIMS drops it (no PII in this line)
+                log.error("touch %s failed with %s at %s; it is retried once its claim expires",
+                          touch_id, type(exc).__name__, _where(exc))
+                continue
+            if outcome is not None:
+                outcomes.append(outcome)
+                self.metrics.touches.labels(outcome.decision, outcome.reason).inc()  # committed
+        return outcomes
 
     @staticmethod
     def _claimed(outcome: TouchOutcome, queued: list[Message], channels: Collection[str],
@@ -181,6 +236,154 @@ class Scheduler:
             return outcome
         return await self._send(session, touch, contact, enrolment, journey, step, decision, now)
 
+    async def _process_batch(self, session: AsyncSession,
+                             ids: list[int]) -> tuple[list[TouchOutcome], list[tuple[datetime, datetime]]]:
+        """Decide a whole batch in one transaction with a few set-based reads and bulk writes.
+
+        The same decisions as `_process`, touch by touch: the common cases are decided here from facts
+        loaded for the whole batch; anything with side effects of its own (a guide holding the chat, an
+        exit, a script error, a customer's second touch in the batch, a reply-window channel) goes
+        through `_process` afterwards, in this transaction, once the batch's own writes are in. Any
+        failure rolls the whole batch back; the caller then tries each touch on its own.
+        Returns the outcomes in id order and (due_at, now) of each decision, for the lag metric.
+        """
+        now = self.clock.now()
+        rows = [(t, c, e) for t, c, e in await repo.claimed_touches(session, ids)
+                if t.claimed_by == self.worker_id and t.status == TouchStatus.CLAIMED]
+        contact_ids = {c.id for _, c, _ in rows}
+        sent = await repo.proactive_sends_by_contact(session, contact_ids, now - HISTORY)
+        due = await repo.due_touches_by_contact(session, contact_ids, now)
+        by_enrolment = await repo.touches_by_enrolment(session, contact_ids,
+                                                       {e.id for _, _, e in rows if e is not None})
+        facts = await self._loyalty_facts(session, [c for _, c, _ in rows], now)
+
+        batch = _Batch(now, {c.channel: self.limits_for(c.channel) for _, c, _ in rows})
+        later: list[int] = []  # decided by `_process` once the batch's writes are in
+        seen: set[int] = set()  # a customer's next touch must see what their first one did: it waits its turn
+        for touch, contact, enrolment in rows:
+            if contact.id in seen or not self._decide_in_batch(batch, touch, contact, enrolment, sent, due,
+                                                               by_enrolment, facts):
+                later.append(touch.id)
+            seen.add(contact.id)
+        await batch.write(session, self.worker_id, [c for _, c, _ in rows], [e for _, _, e in rows if e is not None])
+        if later:
+            # the batch moved its touches with bulk UPDATEs; the loaded objects must not tell `_process` (say,
+            # `replied_since`) that a step sent a moment ago is still pending: reselecting refreshes them
+            for touch, _, _ in rows:
+                session.expire(touch)
+        outcomes = batch.outcomes
+        for touch_id in later:
+            outcome = await self._process(session, touch_id)
+            if outcome is not None:
+                outcomes.append(outcome)
+        order = {touch_id: n for n, touch_id in enumerate(ids)}
+        outcomes.sort(key=lambda o: order[o.touch_id])
+        if batch.sent:
+            log.info("sent %d touches in one batch (%d decided on their own)", batch.sent, len(later))
+        return outcomes, batch.lags
+
+    def _decide_in_batch(self, batch: "_Batch", touch: Touch, contact: Contact, enrolment: Enrolment | None,
+                         sent: dict[int, list[datetime]], due: dict[int, list[tuple[int, str, str | None]]],
+                         by_enrolment: dict[int, list[Any]], facts: dict[int, tuple[int, str]]) -> bool:
+        """`_process` for one touch from the batch's facts; False leaves it to `_process` (nothing recorded)."""
+        now = batch.now
+        journey = self.library.journeys.get(touch.journey_id)
+        step = journey.step(touch.step_id) if journey else None
+        limits = batch.limits[contact.channel]
+        if limits is not None and limits.reply_window is not None:
+            return False  # the window needs the conversation's delivery counts
+        if touch.attempts > MAX_CLAIMS:
+            batch.finish(touch, TouchStatus.DROPPED, "too_many_attempts",
+                         f"claimed {touch.attempts} times without finishing; see the error log")
+            return True
+        if journey is None or step is None:
+            batch.finish(touch, TouchStatus.DROPPED, "script_removed",
+                         f"{touch.journey_id}.{touch.step_id} is no longer in the scripts")
+            return True
+        if enrolment is not None and enrolment.status != "active":
+            batch.finish(touch, TouchStatus.CANCELLED, "enrolment_ended", f"journey ended ({enrolment.exit_reason})")
+            return True
+        if enrolment is not None and enrolment.paused_at is not None and touch.triggered_by is None:
+            return False  # a guide took the chat over: `held_until` may resume the journey
+        if step.on is not None and enrolment is not None:
+            return False  # a yearly step schedules its next occurrence
+        touches = by_enrolment.get(enrolment.id, []) if enrolment is not None else []
+        points, level = facts[contact.id]
+        if step.when is not None and touch.triggered_by is None:
+            finished = {step_id: finished_at for _, step_id, _, finished_at in touches}
+            try:
+                passed = step.when.evaluate({"customer": customer_view(contact, now, points, level)},
+                                            self._functions(contact, enrolment, journey, finished))
+            except ConditionError:
+                return False  # a script error: `_process` drops it and tells the guide
+            if not passed:
+                batch.finish(touch, TouchStatus.SKIPPED, "condition_false", f"when: {step.when.source}")
+                self._complete(enrolment, journey, touch, touches, now)
+                return True
+        rivals = [(j, by) for touch_id, j, by in due.get(contact.id, []) if touch_id != touch.id]
+        decision = self.policy.decide(self._request_from(touch, contact, journey, step, now,
+                                                         sent.get(contact.id, []), rivals, 0, limits))
+        if decision.verdict is Verdict.DEFER:
+            batch.release(touch, TouchStatus.PENDING, "deferred", decision.reason, decision.detail,
+                          due_at=decision.until, reason=decision.reason, attempts=0)
+            batch.outcomes.append(TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id,
+                                               "deferred", decision.reason, now, until=decision.until))
+            return True
+        if decision.verdict is Verdict.DROP:
+            if decision.reason in ("opted_out", "churned"):
+                return False  # the customer leaves their journeys too
+            batch.finish(touch, TouchStatus.DROPPED, decision.reason, decision.detail)
+            return True
+        variant = step.choose_variant(journey.id, contact.id)
+        try:
+            text = render(step.template_for(variant), self._render_context(contact, touch, now, points, level))
+        except TemplateProblem:
+            return False  # a script error: `_process` drops it and tells the guide
+        guide_key = contact.guide_key or self.settings.default_guide
+        guide = self.settings.guide(guide_key)
+        sender = guide.identities.get(contact.channel, "bot") if guide else "bot"
+        batch.message(contact, sender, text, touch.id, f"touch:{touch.idempotency_key}")
+        status = TouchStatus.AWAITING_GUIDE if limits is not None and limits.assisted else TouchStatus.SENT
+        detail = decision.detail + (f"; variant {variant.name}" if variant else "")
+        if touch.triggered_by:
+            detail += f"; triggered by {touch.triggered_by}"
+        batch.release(touch, status, "sent", decision.reason, detail, proactive=not step.reply, finished_at=now,
+                      variant=variant.name if variant else None, reason=decision.reason)
+        if enrolment is not None and variant is not None:
+            enrolment.variants = {**(enrolment.variants or {}), step.id: variant.name}
+        self.runner.listen(enrolment, step, now)  # an on_reply step hears the next reply
+        if step.tag and step.tag not in (contact.tags or []):
+            contact.tags = sorted({*(contact.tags or []), step.tag})
+            batch.message(contact, sender, step.tag, None, f"tag:{touch.idempotency_key}", action="tag",
+                          target_id=contact.external_id)
+        self._complete(enrolment, journey, touch, touches, now)
+        batch.sent += 1
+        batch.outcomes.append(TouchOutcome(touch.id, contact.id, journey.id, step.id, "sent", decision.reason, now,
+                                           variant.name if variant else None, text))
+        return True
+
+    @staticmethod
+    def _complete(enrolment: Enrolment | None, journey: Journey, touch: Touch, touches: list[Any],
+                  now: datetime) -> None:
+        """`_after` for a journey without yearly steps, from the batch's snapshot of the enrolment's touches."""
+        if enrolment is None or any(s.on is not None for s in journey.steps):
+            return
+        if not any(touch_id != touch.id and status in ACTIVE for touch_id, _, status, _ in touches):
+            enrolment.status, enrolment.exited_at, enrolment.exit_reason = "completed", now, "completed"
+
+    async def _loyalty_facts(self, session: AsyncSession, contacts: list[Contact],
+                             now: datetime) -> dict[int, tuple[int, str]]:
+        """`PointsBook.facts` for many customers: one read of their ledger rows."""
+        program = self.library.loyalty
+        if program is None:
+            return {c.id: (0, c.level or "") for c in contacts}
+        entries: dict[int, list[PointsEntry]] = {}
+        if contacts:
+            for entry in (await session.scalars(select(PointsEntry).where(
+                    repo.ids_in(session, PointsEntry.contact_id, [c.id for c in contacts])))).all():
+                entries.setdefault(entry.contact_id, []).append(entry)
+        return {c.id: (replay(entries.get(c.id, []), now).balance, program.level(c.level).name) for c in contacts}
+
     def rules_for(self, journey_id: str) -> Rules:
         if journey_id not in self._rules:
             self._rules[journey_id] = Rules.from_settings(self.settings.policy, journey_id)
@@ -197,15 +400,21 @@ class Scheduler:
         """Load what the policy needs: recent sends, competing touches, the customer's last message."""
         if step.reply:
             sent: list[datetime] = []
-            competing = None
+            rivals: list[tuple[str, str | None]] = []
         else:
             sent = await repo.proactive_sends_since(session, contact.id, now - HISTORY)
             rivals = await repo.competing_touches(session, contact.id, touch.id, now)
-            competing = max((self.priority_of(j, by) for j, by in rivals), default=None)
         limits = self.limits_for(contact.channel)
         window_used = 0
         if limits is not None and limits.reply_window is not None:
             _, window_used = await repo.delivery_window(session, contact.channel, contact.external_id)
+        return self._request_from(touch, contact, journey, step, now, sent, rivals, window_used, limits)
+
+    def _request_from(self, touch: Touch, contact: Contact, journey: Journey, step: Step, now: datetime,
+                      sent: list[datetime], rivals: list[tuple[str, str | None]], window_used: int,
+                      limits: ChannelLimits | None) -> TouchRequest:
+        """The policy's question, from facts already loaded (one touch's queries, or a batch's)."""
+        competing = None if step.reply else max((self.priority_of(j, by) for j, by in rivals), default=None)
         return TouchRequest(
             now=now, zone=customer_zone(contact, self.settings.policy.timezone), rules=self.rules_for(journey.id),
             opted_out=contact.opted_out, reply=step.reply,
@@ -214,7 +423,8 @@ class Scheduler:
                                              and reachable_after_removal(contact.channel)), window=step.window,
             priority=self.priority_of(journey.id, touch.triggered_by), competing_priority=competing,
             triggered_by=touch.triggered_by, first_due_at=touch.first_due_at, expire=journey.expire_of(step),
-            last_inbound_at=contact.last_inbound_at, sent=sent, channel=limits, window_used=window_used)
+            last_inbound_at=contact.last_inbound_at, sent=[] if step.reply else sent,
+            channel=limits, window_used=window_used)
 
     async def _send(self, session: AsyncSession, touch: Touch, contact: Contact, enrolment: Enrolment | None,
                     journey: Journey, step: Step, decision: PolicyDecision, now: datetime) -> TouchOutcome:
@@ -316,13 +526,20 @@ class Scheduler:
 
     async def _condition_functions(self, session: AsyncSession, contact: Contact, enrolment: Enrolment | None,
                                    journey: Journey) -> dict[str, Any]:
-        touches = {t.step_id: t for t in await repo.enrolment_touches(session, enrolment.id)} if enrolment else {}
+        finished = {t.step_id: t.finished_at for t in await repo.enrolment_touches(session, enrolment.id)} \
+            if enrolment else {}
+        return self._functions(contact, enrolment, journey, finished)
+
+    @staticmethod
+    def _functions(contact: Contact, enrolment: Enrolment | None, journey: Journey,
+                   finished: dict[str, datetime | None]) -> dict[str, Any]:
+        """The functions `when:` may call; `finished` is when each step's touch of this enrolment finished."""
 
         def replied_since(step_id: str) -> bool:
-            touch = touches.get(step_id)
+            finished_at = finished.get(step_id)
             step = journey.step(step_id)
-            if touch is not None and touch.finished_at is not None:
-                since = touch.finished_at
+            if finished_at is not None:
+                since = finished_at
             elif enrolment is not None and step is not None and step.at is not None:
                 since = enrolment.enrolled_at + step.at
             else:
@@ -345,6 +562,84 @@ class Scheduler:
         if touch.occasion:
             context["festival"] = {"name": touch.occasion, "date": touch.due_at.date()}
         return context
+
+
+class _Batch:
+    """A batch's decisions, kept in memory and written with a few statements when the batch is decided."""
+
+    def __init__(self, now: datetime, limits: dict[str, ChannelLimits | None]) -> None:
+        self.now = now
+        self.limits = limits  # each channel's, asked once per batch
+        self.outcomes: list[TouchOutcome] = []
+        self.lags: list[tuple[datetime, datetime]] = []
+        self.sent = 0
+        self._moves: dict[tuple[Any, ...], list[int]] = {}  # (status, values) -> touch ids
+        self._log: list[dict[str, Any]] = []
+        self._messages: list[dict[str, Any]] = []
+
+    def release(self, touch: Touch, status: TouchStatus, decision: str, why: str, detail: str,
+                proactive: bool = True, **values: Any) -> None:
+        """`release` (with `values`) and `log_decision` (with `decision`, `why` and `detail`) for one touch."""
+        self._moves.setdefault((status, *sorted(values.items())), []).append(touch.id)
+        self._log.append({"contact_id": touch.contact_id, "touch_id": touch.id, "journey_id": touch.journey_id,
+                          "step_id": touch.step_id, "decision": decision, "reason": why, "detail": detail,
+                          "proactive": proactive, "at": self.now})
+        self.lags.append((touch.due_at, self.now))
+
+    def finish(self, touch: Touch, status: TouchStatus, reason: str, detail: str) -> None:
+        """`_finish` for one touch."""
+        self.release(touch, status, status.value, reason, detail, reason=reason, finished_at=self.now)
+        self.outcomes.append(TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, status,
+                                          reason, self.now))
+
+    def message(self, contact: Contact, sender: str, text: str, touch_id: int | None, key: str,
+                action: str = "say", target_id: str | None = None) -> None:
+        self._messages.append({
+            "channel": contact.channel, "chat_type": ChatType.DIRECT.value, "chat_id": contact.external_id,
+            "direction": "out", "sender_role": "bot", "sender_id": sender, "contact_id": contact.id, "text": text,
+            "action": action, "target_id": target_id, "touch_id": touch_id, "idempotency_key": key,
+            "created_at": self.now})
+
+    async def write(self, session: AsyncSession, worker: str, contacts: list[Contact],
+                    enrolments: list[Enrolment]) -> None:
+        """One guarded UPDATE per kind of decision, the log and the messages in one COPY (or executemany)
+        each, and what changed on the customers and enrolments in one UPDATE per table.
+
+        The touches are locked by this transaction (PostgreSQL) or the database is (SQLite), so every move
+        must find its rows; one that does not means our claim was lost, and the batch rolls back."""
+        changed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for model, objects in ((Contact, contacts), (Enrolment, enrolments)):  # all taken before any statement
+            for row in _take_changes(objects):                                # autoflushes them one by one
+                changed.setdefault((model, *row), []).append(row)
+        for (model, *_), rows in changed.items():
+            await repo.update_rows(session, model, rows)
+        for (status, *values), touch_ids in self._moves.items():
+            moved = await move(session, and_(repo.ids_in(session, Touch.id, touch_ids), Touch.claimed_by == worker),
+                               (TouchStatus.CLAIMED,), status, **dict(values))
+            if len(moved) != len(touch_ids):
+                raise LostClaim(sorted(set(touch_ids) - set(moved)))
+        await repo.add_rows(session, TouchLog, self._log)
+        await repo.add_rows(session, Message, self._messages)
+
+
+def _take_changes(objects: list[Any]) -> list[dict[str, Any]]:
+    """The attributes changed on these ORM objects, as {id, name: new value} rows, once per object; the objects
+    keep their new values as if loaded so, and the session's flush no longer writes them one row at a time."""
+    rows: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for obj in objects:
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        state = inspect(obj)
+        if not state.modified:
+            continue
+        row = {key: getattr(obj, key) for key in sorted(state.committed_state)}  # the attributes set since loaded
+        for key, value in row.items():
+            set_committed_value(obj, key, value)
+        if row:
+            rows.append({"id": obj.id, **row})
+    return rows
 
 
 def _ends_the_pass(exc: Exception) -> bool:

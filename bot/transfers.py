@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import Settings
@@ -25,6 +25,7 @@ from bot.journey import Journey
 from bot.transport import Handover, HandoverState, HandsOverCustomers, Transport
 from storage import repo
 from storage.models import Contact, Message, Transfer
+from storage.types import UTCDateTime
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 FIRST_CHECK = timedelta(minutes=10)  # WeCom settles a serving transfer within 24 h; most sooner
 LAST_GAP = timedelta(hours=6)        # the back-off between checks stops growing here
 POLL_BATCH = 200
+# built once: the serve loop asks on every pass, and building the query costs more than running it
+_DUE_CHECKS = (select(Transfer).where(Transfer.status == HandoverState.WAITING.value,
+                                      Transfer.next_check_at <= bindparam("check_now", type_=UTCDateTime()))
+               .order_by(Transfer.next_check_at).limit(POLL_BATCH))
 
 
 class TransferError(ValueError):
@@ -227,9 +232,7 @@ async def poll_transfers(app: App) -> int:
     """
     now = app.clock.now()
     async with app.db.session() as session:
-        due = (await session.scalars(
-            select(Transfer).where(Transfer.status == HandoverState.WAITING.value, Transfer.next_check_at <= now)
-            .order_by(Transfer.next_check_at).limit(POLL_BATCH))).all()
+        due = (await session.scalars(_DUE_CHECKS, {"check_now": now})).all()
         if not due:
             return 0
         customers = {c.id: c.external_id for c in (await session.scalars(

@@ -176,12 +176,29 @@ class MakesContactCodes(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MemberMessage:
+    """A group member's message as siyu stored it, for a transport that is the group's platform itself."""
+
+    address: Address
+    ref: str         # the platform's message id: what the guard's DELETE names (`Action.target_ref`)
+    sender_id: str
+    text: str
+    at: datetime
+    name: str | None = None  # the name it came with; None: the transport looks the sender up itself
+
+
 @runtime_checkable
 class ConnectedHere(Protocol):
     """A transport whose recipients connect to siyu itself (web chat sockets), not to a platform: no
     platform quota applies, and since a recipient may be connected to another process sharing the
-    database, every action it delivers is also relayed to the others (PostgreSQL LISTEN/NOTIFY)."""
+    database, every action it delivers is also relayed to the others (PostgreSQL LISTEN/NOTIFY). So is
+    a group member's message: here siyu is the platform that shows it to the other members."""
 
     def connected_here(self, address: Address) -> bool:
         """Whether someone `address` reaches holds a connection to this process."""
+        ...
+
+    async def show(self, message: MemberMessage) -> None:
+        """Show a member's message that another process received to the group's members connected here."""
         ...

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.commands import reason_text
+from bot.guard import RULE_NAMES
 from console.auth import Refused
 from console.models import (
     AbTest,
@@ -192,7 +193,8 @@ class Dashboard:
             for rule in rules.split(","):  # an event may name several rules; each is counted
                 by_rule[rule.strip()][action] += 1
         return GuardSummary(date_from=span.first, date_to=span.last, rules=[
-            GuardRuleCount(rule=rule, count=sum(actions.values()), actions=dict(actions))
+            GuardRuleCount(rule=rule, name=RULE_NAMES.get(rule, rule), count=sum(actions.values()),
+                           actions=dict(actions))
             for rule, actions in sorted(by_rule.items(), key=lambda kv: -sum(kv[1].values()))])
 
     async def churn(self, span: DateRange) -> Churn:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from bot import guard_feedback
 from bot.app import App
+from bot.guard import rule_names
 from bot.guard_members import display_names
 from console.auth import Refused, Staffer
 from console.dashboard import DateRange, csv_text
@@ -41,7 +42,7 @@ class GuardReview:
         verdict = e.status if e.status in ("spam", "not_spam") else None
         return GuardEventOut(id=e.id, at=e.at, local_time=f"{e.at.astimezone(self.zone):%Y-%m-%d %H:%M}",
                              channel=e.channel, group=e.group_id, member=e.member_id,
-                             member_name=member_name, rule=e.rule, strike=e.strike,
+                             member_name=member_name, rule=e.rule, rule_names=rule_names(e.rule), strike=e.strike,
                              action=e.action, reason=e.reason, excerpt=e.excerpt, verdict=verdict,
                              status=e.status or "acted", score=e.score, message_id=e.message_row)
 

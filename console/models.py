@@ -266,6 +266,7 @@ class FaqInsights(_Response):
 
 class GuardRuleCount(_Response):
     rule: str
+    name: str = ""                        # the rule in Chinese, as staff read it
     count: int
     actions: dict[str, int]               # action → count
 
@@ -284,7 +285,8 @@ class GuardEventOut(_Response):
     group: str
     member: str
     member_name: str                      # the name the member went by (their platform id when none is known)
-    rule: str
+    rule: str                             # comma-separated rule codes
+    rule_names: list[str] = []            # the same rules in Chinese, as staff read them
     strike: int
     action: str
     reason: str

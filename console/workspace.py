@@ -21,6 +21,7 @@ from bot.channel_rules import window_refusal
 from bot.commands import CommandError, StaffActor, decision_text, format_decisions, reason_text
 from bot.events import ChatType
 from bot.facts import customer_view, customer_zone
+from bot.guard import rule_names
 from bot.handoff import HandOff
 from bot.policy import TouchPolicy, TouchRequest
 from bot.templates import TemplateProblem, render
@@ -162,7 +163,8 @@ class Workspace:
         items += [HistoryItem(id=f"g{g.id}", kind="guard", at=g.at, local_time=local_text(g.at, zone),
                               text=g.excerpt, reason=Reason(
                                   kind="guard", rule=g.rule, action=g.action,
-                                  summary=f"群防护 {g.rule} · 第 {g.strike} 次 · {ACTION_TEXT.get(g.action, g.action)}"))
+                                  summary=f"群防护 {'、'.join(rule_names(g.rule))} · 第 {g.strike} 次 · "
+                                          f"{ACTION_TEXT.get(g.action, g.action)}"))
                   for g in guarded]
         items.sort(key=lambda i: (i.at, i.id))
         return History(conversation=summary, items=items)

@@ -95,6 +95,18 @@ def _features(probs: np.ndarray, embed: np.ndarray | None, tfidf: np.ndarray, fu
     return np.column_stack(columns)
 
 
+def _predict_proba(model: object, x: object) -> np.ndarray:
+    """`LogisticRegression.predict_proba` without its input checks: the same arithmetic (softmax of the
+    decision, or the logistic of it for two classes), a fraction of a millisecond less per question."""
+    decision = np.asarray(x @ model.coef_.T, dtype=np.float64) + model.intercept_  # type: ignore[attr-defined,operator]
+    if decision.shape[1] == 1:
+        positive = 1 / (1 + np.exp(-decision[:, 0]))
+        return np.column_stack([1 - positive, positive])
+    decision -= decision.max(axis=1, keepdims=True)
+    np.exp(decision, out=decision)
+    return decision / decision.sum(axis=1, keepdims=True)
+
+
 class CalibratedIndex:
     """Ranks intents and scores the best one with a calibrated probability of being right."""
 
@@ -109,6 +121,10 @@ class CalibratedIndex:
         self._choices = [normalize(e) for e in self.layout.examples]
         self._tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, preprocessor=normalize)
         self._t = self._tfidf.fit_transform(self.layout.examples) if self.layout.examples else None
+        # a question's TF-IDF row, computed as `transform` does but without its per-call overhead (milliseconds
+        # under load), and scored against the examples through each n-gram's column
+        self._analyze = self._tfidf.build_analyzer()
+        self._columns = self._t.tocsc() if self._t is not None else None  # type: ignore[union-attr]
         self._e = embedder.examples(self.layout.examples) if embedder is not None and self.layout.examples else None
         self._ranker = None
         self._calibrator = None
@@ -138,7 +154,7 @@ class CalibratedIndex:
             weights = np.exp(logits)
             return weights / weights.sum(axis=1, keepdims=True)
         probs = np.zeros((knn.shape[0], len(self.layout.intents)))
-        probs[:, ranker.classes_] = ranker.predict_proba(rows_x)  # type: ignore[attr-defined]
+        probs[:, ranker.classes_] = _predict_proba(ranker, rows_x)  # type: ignore[attr-defined]
         return probs
 
     def _similarities(self, query_rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
@@ -198,7 +214,7 @@ class CalibratedIndex:
 
     def _calibrate(self, features: np.ndarray) -> np.ndarray:
         assert self._calibrator is not None
-        return self._calibrator.predict_proba((features - self._mean) / self._scale)[:, 1]
+        return _predict_proba(self._calibrator, (features - self._mean) / self._scale)[:, 1]
 
     # --- answering ----------------------------------------------------------------------------------
 
@@ -208,8 +224,7 @@ class CalibratedIndex:
             return []
         vector = self.embedder.query(question) if self._e is not None and self.embedder is not None else None
         embed = self.layout.top2((self._e @ vector)[None, :]) if vector is not None else None  # type: ignore[operator]
-        words = self._tfidf.transform([question])
-        tfidf = self.layout.top2((self._t @ words.T).toarray().T)  # type: ignore[union-attr,operator]
+        words, tfidf = self._tfidf_of(question, row=vector is None)
         fuzzy = self.layout.best(process.cdist([query], self._choices, scorer=fuzz.ratio, dtype=np.float32) / 100)
         knn = embed if embed is not None else tfidf
         probs = self._probs(self._ranker, vector[None, :] if vector is not None else words, knn)
@@ -219,6 +234,32 @@ class CalibratedIndex:
                       else top_p)
         return [Candidate(self.layout.intents[i], confidence * float(probs[0, i]) / top_p,
                           self.layout.examples[int(self.layout.slots[i, 0])]) for i in order]
+
+    def _tfidf_of(self, question: str, row: bool) -> tuple[object | None, np.ndarray]:
+        """Per intent, the mean of its two most TF-IDF-similar examples, and (if `row`, for a ranker without
+        embeddings) the question's TF-IDF row: sublinear counts × idf, unit length, as `transform` makes it."""
+        from scipy.sparse import csr_matrix
+
+        vocabulary = self._tfidf.vocabulary_
+        counts: dict[int, int] = {}
+        for gram in self._analyze(question):
+            column = vocabulary.get(gram)
+            if column is not None:
+                counts[column] = counts.get(column, 0) + 1
+        columns = np.array(sorted(counts), dtype=np.int64)
+        weights = (1 + np.log(np.array([counts[c] for c in columns.tolist()], dtype=np.float64))) * \
+            self._tfidf.idf_[columns]
+        norm = np.sqrt(weights @ weights)
+        if norm > 0:
+            weights /= norm
+        matrix = self._columns
+        assert matrix is not None
+        starts, sizes = matrix.indptr[columns], np.diff(matrix.indptr)[columns]  # each n-gram's examples
+        at = np.repeat(starts - np.cumsum(sizes) + sizes, sizes) + np.arange(sizes.sum())
+        similarity = np.bincount(matrix.indices[at], matrix.data[at] * np.repeat(weights, sizes),
+                                 minlength=len(self.layout.examples))
+        words = csr_matrix((weights, columns, [0, len(columns)]), shape=(1, len(vocabulary))) if row else None
+        return words, self.layout.top2(similarity[None, :])
 
     def estimate(self, threshold: float, out_of_scope: float) -> Estimate | None:
         """Cross-validated rates at `threshold` for questions of which `out_of_scope` share has no intent."""

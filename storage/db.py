@@ -151,6 +151,17 @@ class SiyuSession(AsyncSession):
         return _WriteTransaction(self, self.write_lock())
 
 
+class InlineSession(SiyuSession):
+    """A session on the in-memory database run inline (storage/inline_sqlite.py), closed in place.
+
+    SQLAlchemy closes a session in a task of its own, so that a caller cancelled meanwhile cannot abandon
+    the close halfway; that costs two turns of the event loop per session. Inline, nothing in a close
+    ever waits, so nothing can interrupt it: `siyu simulate` opens thousands of sessions."""
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+
 class Database:
     """One async engine and its session factory."""
 
@@ -160,11 +171,13 @@ class Database:
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, object] = {}
         file_backed = False
+        inline = False
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = StaticPool  # one shared in-memory database
                 kwargs["async_creator"] = inline_sqlite.connect  # no disk to wait for: no driver thread
+                inline = True
             else:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 file_backed = True
@@ -184,7 +197,8 @@ class Database:
                 bind = self.engine.execution_options(**{BEGIN_OPTION: "deferred"})  # reads stay deferred
         self._lock: WriterLock | None = None
         self._lock_loop: asyncio.AbstractEventLoop | None = None
-        session_class = type("BoundSession", (SiyuSession,), {"write_lock": self._writer_lock})
+        session_class = type("BoundSession", (InlineSession if inline else SiyuSession,),
+                             {"write_lock": self._writer_lock})
         self._bind = bind
         self._session_class = session_class
 

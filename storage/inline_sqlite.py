@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 
 class InlineCursor:
     """An aiosqlite-shaped cursor whose methods run at once."""
@@ -76,6 +78,10 @@ class InlineConnection:
         return InlineCursor(self._conn.cursor())
 
     @property
+    def sqlite(self) -> sqlite3.Connection:
+        return self._conn
+
+    @property
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
@@ -98,3 +104,15 @@ class InlineConnection:
 async def connect() -> InlineConnection:
     """`create_async_engine(..., async_creator=connect)`."""
     return InlineConnection()
+
+
+async def plain_connection(engine: AsyncEngine) -> sqlite3.Connection:
+    """The sqlite3 connection behind an in-memory engine, for a reader that only looks (`siyu simulate`
+    reads its transcript with plain SQL: a few microseconds a read, where a session costs a millisecond).
+    Read only between transactions: it is the one connection every session shares."""
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        inline = raw.driver_connection
+    if not isinstance(inline, InlineConnection):
+        raise TypeError(f"{engine.url}: not an in-memory SQLite database run inline")
+    return inline.sqlite

@@ -133,6 +133,7 @@ class Touch(Base):
         UniqueConstraint("idempotency_key", name="uq_touches_idempotency_key"),
         Index("ix_touches_due", "status", "due_at"),
         Index("ix_touches_contact", "contact_id", "status", "due_at"),
+        Index("ix_touches_enrolment", "enrolment_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,11 +1,26 @@
 """Queries. Each takes the caller's session, so the caller decides what one transaction covers."""
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +39,15 @@ from storage.models import (
     Touch,
     TouchLog,
 )
-from storage.touch_status import ACTIVE, TouchStatus, claim_values, due_to_claim, move
+from storage.touch_status import (
+    ACTIVE,
+    TouchStatus,
+    claim_values,
+    due_pending,
+    due_to_claim,
+    expired_claims,
+    move,
+)
 from storage.types import UTCDateTime
 
 
@@ -132,6 +155,22 @@ def _skip_locked(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
 
 
+def _claim_statement(model: Any, ready: Any, order: Sequence[Any], limit: Any, values: dict[str, Any],
+                     skip_locked: bool) -> Any:
+    """UPDATE the first `limit` ready rows with `values`, RETURNING their ids."""
+    candidates = select(model.id).where(ready).order_by(*order).limit(limit)
+    if skip_locked:
+        # picked once, in a materialized CTE: as a subquery PostgreSQL may run it again for each row it
+        # updates, and where the order has ties (touches due at the same second) or other workers lock rows
+        # meanwhile, each run picks other rows, claiming far more than `limit`
+        picked = candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        chosen = model.id.in_(select(picked.c.id))
+    else:
+        chosen = model.id.in_(candidates.scalar_subquery())
+    return (update(model).where(chosen, ready).values(**values)
+            .returning(model.id).execution_options(synchronize_session=False))
+
+
 async def _claim(session: AsyncSession, model: Any, ready: Any, order: Sequence[Any], limit: int,
                  values: dict[str, Any]) -> list[int]:
     """Mark up to `limit` ready rows as ours and return their ids.
@@ -140,12 +179,7 @@ async def _claim(session: AsyncSession, model: Any, ready: Any, order: Sequence[
     each other's rows, and on SQLite a single statement takes the write lock at once, so two
     processes never deadlock upgrading a read lock.
     """
-    candidates = select(model.id).where(ready).order_by(*order).limit(limit)
-    if _skip_locked(session):
-        candidates = candidates.with_for_update(skip_locked=True)
-    result = await session.execute(
-        update(model).where(model.id.in_(candidates.scalar_subquery()), ready).values(**values)
-        .returning(model.id).execution_options(synchronize_session=False))
+    result = await session.execute(_claim_statement(model, ready, order, limit, values, _skip_locked(session)))
     return sorted(result.scalars().all())
 
 
@@ -153,10 +187,22 @@ async def claim_due_touches(session: AsyncSession, worker: str, now: datetime, l
                             limit: int, contact_ids: Collection[int] | None = None) -> list[int]:
     """Claim up to `limit` due touches for this worker (only these customers', when given); expired claims
     of dead workers are taken over."""
-    ready = due_to_claim(now)
-    if contact_ids is not None:
-        ready = and_(ready, Touch.contact_id.in_(list(contact_ids)))
-    return await _claim(session, Touch, ready, (Touch.due_at, Touch.id), limit, claim_values(worker, now, lease))
+    values = claim_values(worker, now, lease)
+    if not _skip_locked(session):
+        ready = due_to_claim(now)
+        if contact_ids is not None:
+            ready = and_(ready, Touch.contact_id.in_(list(contact_ids)))
+        return await _claim(session, Touch, ready, (Touch.due_at, Touch.id), limit, values)
+    # PostgreSQL, where a backlog can be a million touches: two claims that each walk ix_touches_due in order
+    # and stop at `limit`. One OR of both, or a tie-break on id, would read and sort every due touch each time.
+    claimed: list[int] = []
+    for ready in (expired_claims(now), due_pending(now)):
+        if contact_ids is not None:
+            ready = and_(ready, Touch.contact_id.in_(list(contact_ids)))
+        claimed += await _claim(session, Touch, ready, (Touch.due_at,), limit - len(claimed), values)
+        if len(claimed) >= limit:
+            break
+    return sorted(claimed)
 
 
 async def next_due_at(session: AsyncSession) -> datetime | None:
@@ -216,14 +262,32 @@ async def claim_undelivered(session: AsyncSession, channels: Sequence[str], now:
     with `delivery_started_at` set was being handed over when its worker stopped: the dispatcher
     decides whether it may be repeated (bot/delivery.py).
     """
-    ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
-                 Message.awaiting_until.is_(None), Message.channel.in_(channels),
-                 or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
-    ids = await _claim(session, Message, ready, (Message.id,), limit,
-                       {"delivery_claimed_until": now + lease, "delivery_attempts": Message.delivery_attempts + 1})
+    claim = _undelivered_claim(_skip_locked(session), tuple(channels))
+    result = await session.execute(claim, {"claim_now": now, "claim_end": now + lease, "claim_limit": limit})
+    ids = sorted(result.scalars().all())
     if not ids:
         return []
-    return list((await session.scalars(select(Message).where(Message.id.in_(ids)).order_by(Message.id))).all())
+    return list((await session.scalars(_MESSAGES_BY_ID, {"ids": ids})).all())
+
+
+# Built once: the serve loop claims every pass, and building this statement (and its cache key) costs
+# more than SQLite takes to run it. The same statement as `_claim` builds, with the values bound.
+_MESSAGES_BY_ID = select(Message).where(Message.id.in_(bindparam("ids", expanding=True))).order_by(Message.id)
+_UNDELIVERED_CLAIMS: dict[tuple[bool, tuple[str, ...]], Any] = {}
+
+
+def _undelivered_claim(skip_locked: bool, channels: tuple[str, ...]) -> Any:
+    key = (skip_locked, channels)
+    if key not in _UNDELIVERED_CLAIMS:
+        now = bindparam("claim_now", type_=UTCDateTime())
+        ready = and_(Message.direction == "out", Message.delivered_at.is_(None), Message.delivery_error.is_(None),
+                     Message.awaiting_until.is_(None), Message.channel.in_(channels),
+                     or_(Message.delivery_claimed_until.is_(None), Message.delivery_claimed_until < now))
+        limit = bindparam("claim_limit", type_=Integer())
+        values = {"delivery_claimed_until": bindparam("claim_end", type_=UTCDateTime()),
+                  "delivery_attempts": Message.delivery_attempts + 1}
+        _UNDELIVERED_CLAIMS[key] = _claim_statement(Message, ready, (Message.id,), limit, values, skip_locked)
+    return _UNDELIVERED_CLAIMS[key]
 
 
 async def conversation(session: AsyncSession, channel: str, chat_type: str, chat_id: str,
@@ -450,3 +514,110 @@ async def churn_records(session: AsyncSession, limit: int = 50, guide_key: str |
     if guide_key is not None:
         query = query.where(ChurnRecord.guide_key == guide_key)
     return (await session.scalars(query)).all()
+
+
+# --- the scheduler's batch: what the policy needs for many touches at once, in a few set-based queries ---
+
+async def claimed_touches(session: AsyncSession, ids: Collection[int]) -> Sequence[Any]:
+    """(Touch, Contact, Enrolment | None) of these touches, by id. On PostgreSQL the touches stay locked until
+    the transaction ends, so no other worker can take a claim over between our check and our writes."""
+    query = (select(Touch, Contact, Enrolment).join(Contact, Contact.id == Touch.contact_id)
+             .outerjoin(Enrolment, Enrolment.id == Touch.enrolment_id).where(ids_in(session, Touch.id, ids))
+             .order_by(Touch.id))
+    if _skip_locked(session):
+        query = query.with_for_update(of=Touch)
+    return (await session.execute(query)).all()
+
+
+async def proactive_sends_by_contact(session: AsyncSession, contact_ids: Collection[int],
+                                     since: datetime) -> dict[int, list[datetime]]:
+    """`proactive_sends_since` for many customers in one query."""
+    found: dict[int, list[datetime]] = {}
+    rows = await session.execute(select(TouchLog.contact_id, TouchLog.at).where(
+        ids_in(session, TouchLog.contact_id, contact_ids), TouchLog.decision == "sent", TouchLog.proactive.is_(True),
+        TouchLog.at >= since))
+    for contact_id, at in rows.all():
+        found.setdefault(contact_id, []).append(at)
+    return found
+
+
+async def due_touches_by_contact(session: AsyncSession, contact_ids: Collection[int],
+                                 now: datetime) -> dict[int, list[tuple[int, str, str | None]]]:
+    """(touch id, journey_id, triggered_by) of each customer's touches due now and not yet decided; the
+    caller leaves out the touch it is deciding (`competing_touches` for many customers)."""
+    found: dict[int, list[tuple[int, str, str | None]]] = {}
+    rows = await session.execute(select(Touch.contact_id, Touch.id, Touch.journey_id, Touch.triggered_by).where(
+        ids_in(session, Touch.contact_id, contact_ids), Touch.status.in_(ACTIVE), Touch.due_at <= now))
+    for contact_id, touch_id, journey_id, triggered_by in rows.all():
+        found.setdefault(contact_id, []).append((touch_id, journey_id, triggered_by))
+    return found
+
+
+async def touches_by_enrolment(session: AsyncSession, contact_ids: Collection[int],
+                               enrolment_ids: Collection[int]) -> dict[int, list[Any]]:
+    """(id, step_id, status, finished_at) of every touch of these enrolments (of these customers), oldest first."""
+    found: dict[int, list[Any]] = {}
+    if not enrolment_ids:
+        return found
+    # by customer first: touches have no index on enrolment_id, and an enrolment's touches are its customer's
+    rows = await session.execute(select(Touch.enrolment_id, Touch.id, Touch.step_id, Touch.status, Touch.finished_at)
+                                 .where(ids_in(session, Touch.contact_id, contact_ids),
+                                        ids_in(session, Touch.enrolment_id, enrolment_ids)).order_by(Touch.id))
+    for enrolment_id, *rest in rows.all():
+        found.setdefault(enrolment_id, []).append(tuple(rest))
+    return found
+
+
+def ids_in(session: AsyncSession, column: Any, ids: Collection[int]) -> ColumnElement[bool]:
+    """`column IN ids`; on PostgreSQL one array parameter (`= ANY`), not one parameter per id."""
+    if _skip_locked(session):
+        return column == any_(literal(list(ids), postgresql.ARRAY(Integer)))
+    return column.in_(list(ids))
+
+
+async def add_rows(session: AsyncSession, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Many new rows of one table, no ORM objects (nothing to track, nothing to refresh): PostgreSQL's COPY
+    inside the session's transaction, else one executemany. Every row has the same keys."""
+    if not rows:
+        return
+    table = model.__table__
+    if not _skip_locked(session):
+        await session.execute(table.insert(), rows)
+        return
+    # COPY knows only the database's defaults: fill in the model's own (e.g. delivery_attempts = 0)
+    defaults = {c.name: c.default.arg for c in table.columns
+                if c.name not in rows[0] and c.default is not None and c.default.is_scalar}
+    columns = [*rows[0], *defaults]
+    records = [(*row.values(), *defaults.values()) for row in rows]
+    raw = await (await session.connection()).get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)
+
+
+async def update_rows(session: AsyncSession, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Set new values on many rows by id (each row: `id` and the same other keys) in one statement on
+    PostgreSQL (UPDATE … FROM unnest(arrays)), else one executemany."""
+    if not rows:
+        return
+    table = model.__table__
+    names = [name for name in rows[0] if name != "id"]
+    if not _skip_locked(session):
+        await session.execute(update(table).where(table.c.id == bindparam("_id"))
+                              .values({name: bindparam(name) for name in names}),
+                              [{"_id": row["id"], **{name: row[name] for name in names}} for row in rows])
+        return
+    dialect = session.bind.dialect
+    params: dict[str, Any] = {"ids": [row["id"] for row in rows]}
+    arrays, sets = ["CAST(:ids AS integer[])"], []
+    for n, name in enumerate(names):
+        column = table.c[name]
+        if isinstance(column.type, JSON):  # sent as text, read as json
+            params[f"v{n}"] = [None if row[name] is None else json.dumps(row[name]) for row in rows]
+            arrays.append(f"CAST(:v{n} AS text[])")
+            sets.append(f"{name} = CAST(v.v{n} AS json)")
+        else:
+            params[f"v{n}"] = [row[name] for row in rows]
+            arrays.append(f"CAST(:v{n} AS {column.type.compile(dialect=dialect)}[])")
+            sets.append(f"{name} = v.v{n}")
+    columns = ", ".join(["id", *(f"v{n}" for n in range(len(names)))])
+    await session.execute(text(f"UPDATE {table.name} SET {', '.join(sets)} FROM unnest({', '.join(arrays)})"
+                               f" AS v({columns}) WHERE {table.name}.id = v.id"), params)

@@ -85,8 +85,15 @@ async def release(session: AsyncSession, touch_id: int, worker: str, target: Tou
 
 def due_to_claim(now: datetime) -> ColumnElement[bool]:
     """Pending touches that are due, and claims whose lease ran out (their worker died)."""
-    return or_(and_(Touch.status == TouchStatus.PENDING, Touch.due_at <= now),
-               and_(Touch.status == TouchStatus.CLAIMED, Touch.claimed_until < now))
+    return or_(due_pending(now), expired_claims(now))
+
+
+def due_pending(now: datetime) -> ColumnElement[bool]:
+    return and_(Touch.status == TouchStatus.PENDING, Touch.due_at <= now)
+
+
+def expired_claims(now: datetime) -> ColumnElement[bool]:
+    return and_(Touch.status == TouchStatus.CLAIMED, Touch.claimed_until < now)
 
 
 def claim_values(worker: str, now: datetime, lease: timedelta) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,10 +36,11 @@ class LocalServer:
 class FakeOpenAI(LocalServer):
     """`POST /v1/chat/completions` as an OpenAI-compatible server answers it.
 
-    `reply(request_json)` returns the assistant message content, or raises web.HTTPException.
+    `reply(request_json)` returns the assistant message content, or raises web.HTTPException; an async
+    `reply` may hold its answer back (a model still thinking) until the test lets it go.
     """
 
-    reply: Callable[[dict[str, Any]], str]
+    reply: Callable[[dict[str, Any]], str | Awaitable[str]]
     delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     server: TestServer | None = None
@@ -49,6 +51,8 @@ class FakeOpenAI(LocalServer):
         if self.delay:
             await asyncio.sleep(self.delay)
         content = self.reply(body)
+        if inspect.isawaitable(content):
+            content = await content
         return web.json_response({
             "id": "chatcmpl-fake", "object": "chat.completion", "created": 1_700_000_000, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -202,6 +206,7 @@ class FakeQyapi(LocalServer):
     kf_messages: list[dict[str, Any]] = field(default_factory=list)
     kf_page: int = 2
     group_members: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    group_owner: str = "guide01"  # the staff member who owns every customer group
     contact_tags: dict[str, list[str]] = field(default_factory=dict)  # corp tags a guide gave each customer
     # 在职/离职继承: (handover, takeover, departed) → customer → status (1 taken over, 2 waiting, 3 refused, 4 full)
     handovers: dict[tuple[str, str, bool], dict[str, int]] = field(default_factory=dict)
@@ -256,7 +261,7 @@ class FakeQyapi(LocalServer):
             end = start + len(page)
             return {"next_cursor": str(end), "has_more": int(end < len(self.kf_messages)), "msg_list": page}
         if path == "/externalcontact/groupchat/get":
-            return {"group_chat": {"chat_id": body["chat_id"], "name": "会员群",
+            return {"group_chat": {"chat_id": body["chat_id"], "name": "会员群", "owner": self.group_owner,
                                    "member_list": self.group_members.get(body["chat_id"], [])}}
         if path == "/externalcontact/get_corp_tag_list":
             return {"tag_group": [{"group_id": "etGROUP", "group_name": "客户状态", "tag": [

@@ -487,8 +487,10 @@ async def test_an_operator_marks_a_guard_action_not_spam_and_a_message_spam(db_u
         events = await console.get("/api/guard/events")
         assert len(events) == 1 and events[0]["member"] == "chatty" and events[0]["status"] == "acted"
         assert (events[0]["member_name"], events[0]["reason"]) == ("陈小姐", "含违禁词「刷单」")  # as staff read it
+        assert (events[0]["rule"], events[0]["rule_names"]) == ("banned_word", ["违禁词"])  # the rule in Chinese too
         summary = await console.get("/api/guard/summary")
         assert sum(r["count"] for r in summary["rules"]) >= 1
+        assert {r["name"] for r in summary["rules"]} == {"违禁词"}
 
         cleared = await console.post(f"/api/guard/events/{events[0]['id']}/not-spam", headers=headers)
         assert cleared["verdict"] == "not_spam" and "撤销" in cleared["message"]
@@ -501,3 +503,15 @@ async def test_an_operator_marks_a_guard_action_not_spam_and_a_message_spam(db_u
         await console.post("/api/guard/events/99999/not-spam", status=404, headers=headers)
         guide = await console.log_in("xiaomei")
         await console.post(f"/api/guard/events/{events[0]['id']}/spam", status=403, headers=guide)
+
+        # a second strike muted a member: "not spam" lifts the mute as well
+        headers = await console.log_in("aqing")
+        await h.member_joins_group("loud", "g1")
+        h.clock.advance(timedelta(hours=1))
+        for text in ("代开发票 找我", "兼 职 日 结，一天 500"):  # (staff cleared 「刷单兼职找我」 above)
+            await h.member_says_in_group("loud", "g1", text)
+        muted = (await console.get("/api/guard/events"))[0]
+        assert (muted["member"], muted["action"]) == ("loud", "mute")
+        await console.post(f"/api/guard/events/{muted['id']}/not-spam", headers=headers)
+        await h.app.tick()
+        assert h.group_log("g1")[-1] == "unmute → loud"

@@ -193,6 +193,7 @@ async def test_the_operator_overrules_the_guard_and_previews_a_journey_for_a_pro
     await page.click("[data-nav=guard]")
     row = page.locator("#guard-events tbody tr").first
     await expect(row).to_contain_text("团购的姐妹加我微信")
+    await expect(row.locator(".tag")).to_have_text(["违禁词"])  # the rule as staff read it, not its code
     await row.locator("button.not-spam").click()
     await expect(row.locator(".verdict-cell")).to_have_text("已标记不是垃圾")
     await page.reload()

@@ -5,6 +5,10 @@ messages: B has no socket for that chat, so it tells the others through PostgreS
 transaction that records the delivery, and A shows them when it wakes. Then B is SIGKILLed in the
 middle of a batch: what it had claimed but not delivered is taken over once its claim runs out, and
 the customer's page shows every message exactly once.
+
+The web chat group is the one platform siyu is itself: members connected to different processes see
+each other's messages once and in the order committed, the guard's deletions everywhere, and a mute
+delivered by one process holds when the member comes back through another.
 """
 from __future__ import annotations
 
@@ -14,15 +18,21 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from sqlalchemy import func, select
 
 from bench.e2e import _free_port, _wait_http
+from bot.conversation_log import store_inbound
+from bot.events import Action, ActionKind, Address, ChatType, Event, EventKind, Profile
+from bot.moderation import mute_notice, queue_action
+from bot.relay import Relay
+from bot.transport import MemberMessage
 from storage import repo
 from storage.db import Database
 from storage.models import Contact, Message
@@ -165,3 +175,146 @@ async def test_a_process_killed_mid_batch_loses_and_repeats_nothing(two: tuple[S
     async with asyncio.timeout(30):  # the page got the last one just before A recorded it
         while await _delivered(db, ids) < BATCH:
             await asyncio.sleep(0.1)
+
+
+async def _member(http: aiohttp.ClientSession, serve: Serve, name: str,
+                  session: str | None = None) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    """A group member's page joined through `serve`; returns the socket and the session the page keeps."""
+    ws = await http.ws_connect(f"http://127.0.0.1:{serve.port}/ws")
+    await ws.send_json({"type": "join", "role": "member", "name": name, **({"session": session} if session else {})})
+    return ws, (await _next(ws, lambda f: f["type"] == "joined"))["session"]
+
+
+async def _next(ws: aiohttp.ClientWebSocketResponse, last: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    return (await _until(ws, last))[-1]
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, last: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The frames the page gets up to and including the first that is `last`."""
+    frames: list[dict[str, Any]] = []
+    async with asyncio.timeout(30):
+        while not frames or not last(frames[-1]):
+            frames.append(await ws.receive_json())
+    return frames
+
+
+def _said(frames: list[dict[str, Any]]) -> list[tuple[str, str, str, bool]]:
+    """What members said, as the page shows it: (page's message id, who, text, whether it is mine)."""
+    return [(f["id"].rsplit(":", 1)[-1], f["from"], f["text"], f["mine"]) for f in frames
+            if f["type"] == "message" and f["from"] != "bot"]
+
+
+def _answer(frame: dict[str, Any]) -> bool:
+    return frame["type"] == "message" and frame["from"] == "bot" and frame["text"].startswith("答·发货")
+
+
+@pytest.mark.timeout(180)
+async def test_group_members_on_two_processes_see_each_other_once_in_order(
+        two: tuple[Serve, Serve, Database]) -> None:
+    a, b, _ = two
+    async with aiohttp.ClientSession() as http:
+        may, _ = await _member(http, a, "阿May")
+        kiki, _ = await _member(http, b, "Kiki")
+
+        await may.send_json({"type": "say", "id": "g1", "text": "大家好"})
+        greeting = await _next(kiki, lambda f: f["type"] == "message" and f["from"] != "bot")
+        assert _said([greeting]) == [("g1", "阿May", "大家好", False)]  # through A's transaction, shown by B
+
+        await kiki.send_json({"type": "say", "id": "g2", "text": "@bot 什么时候发货"})
+        # B answers; A shows Kiki's question and then B's answer, each once, in the order B committed them
+        assert _said(await _until(may, _answer)) == [("g1", "阿May", "大家好", True),
+                                                     ("g2", "Kiki", "什么时候发货", False)]
+        assert _said(await _until(kiki, _answer)) == [("g2", "Kiki", "@bot 什么时候发货", True)]
+
+        spammer, session = await _member(http, a, "卖包")  # new to the group, so an ad removes her at once
+        await spammer.send_json({"type": "say", "id": "s1", "text": "高仿大牌包包 一手货源"})
+        ad, deleted = [f for f in await _until(kiki, lambda f: f["type"] == "deleted") if f.get("from") != "bot"]
+        assert _said([ad]) == [("s1", "卖包", "高仿大牌包包 一手货源", False)]
+        assert deleted["id"] == ad["id"]  # the guard's delete, delivered by A, names the id B showed
+        notice = await _next(kiki, lambda f: f["type"] == "system")
+        assert notice["text"] == "卖包 违反群规，已被移出群聊"
+
+        again = await http.ws_connect(f"http://127.0.0.1:{b.port}/ws")  # she tries again through B
+        await again.send_json({"type": "join", "role": "member", "name": "卖包", "session": session})
+        assert (await _next(again, lambda f: f["type"] in ("joined", "error")))["text"] == "你已被移出本群"
+        for ws in (may, kiki, spammer, again):
+            await ws.close()
+
+
+@pytest.mark.timeout(180)
+async def test_a_mute_delivered_by_one_process_holds_in_the_other(two: tuple[Serve, Serve, Database]) -> None:
+    a, b, db = two
+    async with aiohttp.ClientSession() as http:
+        quiet, session = await _member(http, a, "小静")
+        await quiet.send_json({"type": "say", "id": "q1", "text": "大家好"})
+        await quiet.send_json({"type": "join", "role": "member", "name": "小静", "session": session})
+        await _next(quiet, lambda f: f["type"] == "joined")  # a socket's frames are handled in turn
+        async with db.session() as s:
+            member = await s.scalar(select(Message.sender_id).where(Message.text == "大家好"))
+        assert member is not None
+
+        b.signal(signal.SIGSTOP)  # A delivers the mute, while B has no socket of the group to show it on
+        try:
+            now = datetime.now(timezone.utc)
+            async with db.session() as s, s.begin():
+                queue_action(s, "webchat", "demo", member, "q1", ActionKind.MUTE, now,
+                             mute_notice("小静", 2, timedelta(hours=1)), now + timedelta(hours=1))
+            await _next(quiet, lambda f: f["type"] == "system")
+        finally:
+            b.signal(signal.SIGCONT)
+        await quiet.close()
+
+        again, _ = await _member(http, b, "小静", session)  # she comes back through B
+        await again.send_json({"type": "say", "id": "q2", "text": "我还能说话吗"})
+        await again.send_json({"type": "join", "role": "member", "name": "小静", "session": session})
+        shown = await _until(again, lambda f: f["type"] == "joined")
+        await again.close()
+    assert _said(shown) == []  # B swallowed it, as A would have: not even her own page shows it
+    async with db.session() as s:
+        assert await s.scalar(select(func.count()).select_from(Message).where(Message.text == "我还能说话吗")) == 0
+
+
+class _Page:
+    """A web chat page's transport as the relay sees it: the group is open here."""
+
+    channel = "webchat"
+
+    def __init__(self) -> None:
+        self.shown: asyncio.Queue[MemberMessage] = asyncio.Queue()
+
+    def connected_here(self, address: Address) -> bool:
+        return True
+
+    async def deliver(self, action: Action) -> None:
+        raise AssertionError(f"only member messages were published, not {action}")
+
+    async def show(self, message: MemberMessage) -> None:
+        self.shown.put_nowait(message)
+
+
+async def test_a_member_message_too_long_for_a_notification_is_read_back(postgres_url: str) -> None:
+    db = Database(postgres_url)
+    await db.upgrade()
+    page = _Page()
+    here, there = Relay(db, "a", {"webchat": page}, _no_action), Relay(db, "b", {"webchat": page}, _no_action)
+    await there.listen()
+    try:
+        now = datetime.now(timezone.utc)
+        for ref, text in (("c_1:short", "大家好"), ("c_1:long", "🌸" * 2000)):  # 8000 bytes: over the limit
+            event = Event(EventKind.MESSAGE, "webchat", "c_1", now, ChatType.GROUP, "demo", text, ref,
+                          profile=Profile(name="阿May"))
+            async with db.session() as session, session.begin():
+                stored = store_inbound(session, event, None, "customer")
+                stored.platform_ref = ref
+                await session.flush()
+                await here.publish_message(session, event, stored.id)
+        shown = [await asyncio.wait_for(page.shown.get(), 30) for _ in range(2)]
+    finally:
+        await there.close()
+        await db.close()
+    assert [(m.ref, m.sender_id, m.text, m.name) for m in shown] == [
+        ("c_1:short", "c_1", "大家好", "阿May"), ("c_1:long", "c_1", "🌸" * 2000, "阿May")]
+
+
+async def _no_action(_message_id: int) -> None:
+    return None

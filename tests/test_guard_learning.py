@@ -2,19 +2,26 @@
 staff decisions that change the very next verdict, and rules that leave real customers alone."""
 from __future__ import annotations
 
+import asyncio
 import json
 import random
-from datetime import timedelta
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
+from bot.events import Action, ActionKind, ChatType, Event, EventKind
 from bot.guard_feedback import guard_events, mark_not_spam, mark_spam, review_queue
 from bot.guard_llm import SpamJudge
 from bot.guard_model import DATA, Sample, load_model, read_samples, shipped_samples, train
 from bot.durations import spoken_duration
-from storage.models import GuardEvent, Message
-from tests.fakes import FakeOpenAI
-from tests.harness import Harness
+from bot.transport import DeliveryError
+from storage import repo
+from storage.models import GuardEvent, GuardSample, Message
+from tests.fakes import FakeOpenAI, user_message
+from tests.harness import CHANNEL, SCRIPTS, Harness
 
 GROUP = "vip-group"
 
@@ -81,6 +88,40 @@ async def test_staff_marking_spam_catches_the_next_copy_at_once(harness: Harness
     assert latest.rule == "similar_spam" and latest.member == "seller2"
 
 
+async def test_a_staff_removal_teaches_the_guard_what_that_member_said(harness: Harness) -> None:
+    for member in ("seller", "seller2", "lin"):
+        await harness.member_joins_group(member, GROUP)
+    harness.clock.advance(timedelta(hours=1))
+    await harness.member_says_in_group("lin", GROUP, "今天天气真不错")
+    await harness.member_says_in_group("seller", GROUP, "好的")  # too short to tell anything
+    await harness.member_says_in_group("seller", GROUP, "姐妹们我这有便宜的面膜")
+    assert harness.group_log(GROUP) == []  # the guard alone lets it through
+
+    async def leaves(member: str, removed_by: str | None) -> None:
+        await harness.app.engine.handle(Event(EventKind.LEFT_GROUP, CHANNEL, member, harness.clock.now(),
+                                              ChatType.GROUP, GROUP, removed_by=removed_by))
+
+    async def samples() -> list[tuple[str, bool, str]]:
+        async with harness.app.db.session() as session:
+            rows = await session.execute(select(GuardSample.text, GuardSample.spam, GuardSample.staff_key))
+            return [tuple(row) for row in rows.all()]  # type: ignore[misc]
+
+    await leaves("seller", "guide-xiaomei")  # the guide took her out of the group on the platform
+    await leaves("seller", "guide-xiaomei")  # told twice, learnt once
+    assert await samples() == [("姐妹们我这有便宜的面膜", True, "xiaomei")]
+    async with harness.app.db.session() as session:
+        (event,) = await guard_events(session)
+    assert (event.rule, event.status, event.member) == ("staff_removal", "spam", "seller")
+
+    await leaves("lin", None)  # leaving by herself says nothing about what she wrote
+    await harness.member_says_in_group("guide-xiaomei", GROUP, "姐妹们今晚八点直播，面膜五折")
+    await leaves("guide-xiaomei", "owner")  # nor does a colleague being taken out of the group
+    assert len(await samples()) == 1
+    harness.clock.advance(timedelta(minutes=5))
+    await harness.member_says_in_group("seller2", GROUP, "姐妹们，我这有便宜的面膜！！")
+    assert harness.group_log(GROUP) == ["delete → seller2", "say: @seller2 测试警告：请勿发广告、链接或刷屏"]
+
+
 async def test_not_spam_takes_the_strike_back_and_spares_the_next_copy(harness: Harness) -> None:
     await harness.member_joins_group("mama", GROUP)
     harness.clock.advance(timedelta(hours=1))
@@ -97,6 +138,51 @@ async def test_not_spam_takes_the_strike_back_and_spares_the_next_copy(harness: 
     await harness.member_says_in_group("mama", GROUP, "兼 职 日 结，一天 500")
     # the overturned strike no longer counts: this is her first offence again, a warning, not a mute
     assert harness.group_log(GROUP)[2:] == ["delete → mama", "say: @mama 测试警告：请勿发广告、链接或刷屏"]
+
+
+async def test_not_spam_lifts_the_mute_that_strike_caused(harness: Harness) -> None:
+    await harness.member_joins_group("mama", GROUP)
+    harness.clock.advance(timedelta(hours=1))
+    await harness.member_says_in_group("mama", GROUP, "刷单兼职找我")
+    await harness.member_says_in_group("mama", GROUP, "有需要的姐妹私聊我")  # a second strike: muted
+    assert harness.group_log(GROUP)[2:] == ["delete → mama", "mute → mama"]
+    harness.clock.advance(timedelta(minutes=5))
+    async with harness.app.db.session() as session, session.begin():
+        muted = (await guard_events(session, limit=1))[0]
+        assert muted.action == "mute"
+        await mark_not_spam(session, muted.id, "xiaomei", harness.clock.now())
+        await mark_not_spam(session, muted.id, "xiaomei", harness.clock.now())  # said twice: undone once
+    await harness.app.tick()
+    assert harness.group_log(GROUP)[4:] == ["unmute → mama"]
+    assert [d.text for d in harness.transport.delivered if d.kind == "unmute"] == ["mama 的禁言已解除"]
+    # the overturned strike no longer counts: her next offence is her second, a mute again, not a removal
+    await harness.member_says_in_group("mama", GROUP, "兼 职 日 结，一天 500")
+    assert harness.group_log(GROUP)[5:] == ["delete → mama", "mute → mama"]
+
+
+async def test_not_spam_calls_off_a_removal_still_waiting(harness: Harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    recorded = harness.transport.deliver
+
+    async def platform_busy_with_removals(action: Action) -> None:
+        if action.kind is ActionKind.REMOVE:
+            raise DeliveryError("platform busy", retry_after=60)
+        await recorded(action)
+
+    monkeypatch.setattr(harness.transport, "deliver", platform_busy_with_removals)
+    await harness.member_joins_group("newbie", GROUP)
+    harness.clock.advance(timedelta(minutes=2))
+    await harness.member_says_in_group("newbie", GROUP, "扫码进店", content_type="qr_code")
+    assert harness.group_log(GROUP) == ["delete → newbie"]  # the removal waits for the platform
+    async with harness.app.db.session() as session, session.begin():
+        (event,) = await guard_events(session)
+        assert event.action == "remove"
+        await mark_not_spam(session, event.id, "xiaomei", harness.clock.now())
+    monkeypatch.setattr(harness.transport, "deliver", recorded)
+    await harness.run_for(timedelta(minutes=5))
+    assert harness.group_log(GROUP) == ["delete → newbie"]  # she stays in the group
+    async with harness.app.db.session() as session:
+        samples = (await session.execute(select(GuardSample.text, GuardSample.spam))).all()
+    assert samples == [("扫码进店", False)]
 
 
 async def test_the_review_band_holds_without_any_public_action(harness: Harness) -> None:
@@ -163,6 +249,70 @@ async def test_the_llm_settles_the_review_band_and_errors_keep_it_held() -> None
         finally:
             await slow.close()
     finally:
+        await server.close()
+
+
+def _scripts_asking_the_llm(tmp_path: Path) -> Path:
+    """The test scripts with guard.yaml's `classifier.llm` switched on."""
+    root = tmp_path / "scripts"
+    shutil.copytree(SCRIPTS, root)
+    guard = root / "guard.yaml"
+    guard.write_text(guard.read_text(encoding="utf-8").replace("  llm: false", "  llm: true"), encoding="utf-8")
+    return root
+
+
+async def test_the_llm_is_asked_with_the_database_free_and_its_answer_applied_after(
+        db_url: str, start: datetime, tmp_path: Path) -> None:
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def model(body: dict[str, Any]) -> str:
+        if "moderate" not in body["messages"][0]["content"]:
+            return json.dumps({"intent": "none", "confidence": 0})  # the FAQ's own question
+        asked.set()
+        await answer.wait()  # the model is still thinking
+        text = user_message(body)
+        if "manual" in text:
+            return "sorry, I cannot help"  # not the JSON asked for
+        return json.dumps({"spam": "低价出" in text, "confidence": 0.95})
+
+    server = FakeOpenAI(model)
+    url = await server.start()
+    harness = await Harness.create(db_url, start, _scripts_asking_the_llm(tmp_path),
+                                   llm={"base_url": url, "model": "fake-model", "timeout_seconds": 10})
+    try:
+        await harness.member_joins_group("seller", GROUP)
+        harness.clock.advance(timedelta(hours=1))
+        saying = asyncio.create_task(harness.member_says_in_group("seller", GROUP, "低价出"))
+        await asyncio.wait_for(asked.wait(), 10)
+        # while the model thinks, the message is already held for staff and anyone may write
+        async with harness.app.db.session() as session:
+            assert [(h.text, h.status) for h in await review_queue(session)] == [("低价出", "held")]
+
+        async def write() -> None:
+            async with harness.app.db.session() as session, session.begin():
+                await repo.set_value(session, "note", "written while the model thought", harness.clock.now())
+
+        await asyncio.wait_for(write(), 10)  # hangs (and fails) if the guard kept its transaction open
+        assert harness.group_log(GROUP) == []
+        answer.set()
+        await saying
+        # the model said spam: deleted and a first strike, as the high band would have done
+        assert harness.group_log(GROUP) == ["delete → seller", "say: @seller 测试警告：请勿发广告、链接或刷屏"]
+        async with harness.app.db.session() as session:
+            (event,) = await guard_events(session)
+            assert (event.rule, event.action, event.status) == ("llm", "warn", "acted")
+            assert await review_queue(session) == []
+
+        # ordinary talk is released: the hold is cleared and nothing happens in public
+        await harness.member_says_in_group("seller", GROUP, "教程在这 https://docs.example.org/guide")
+        # no clear answer: it stays held for staff
+        await harness.member_says_in_group("seller", GROUP, "说明书 https://manual.example.org/page")
+        assert len(harness.group_log(GROUP)) == 2
+        async with harness.app.db.session() as session:
+            assert [h.text for h in await review_queue(session)] == ["说明书 https://manual.example.org/page"]
+            assert len(await guard_events(session)) == 2
+    finally:
+        await harness.close()
         await server.close()
 
 

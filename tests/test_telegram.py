@@ -4,13 +4,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from adapters.telegram.adapter import TelegramAdapter
-from storage.models import Contact
-from tests.fakes import FakeTelegram, tg_blocked, tg_group, tg_joined, tg_private
+from bot.guard_feedback import guard_events, mark_not_spam
+from storage.models import Contact, GuardSample
+from tests.fakes import FakeTelegram, tg_blocked, tg_group, tg_joined, tg_private, tg_user
 from tests.harness import SCRIPTS, Harness
 
 GUIDE = 500
@@ -41,8 +43,12 @@ class TelegramWorld:
         return [p["text"] for p in self.fake.sent() if int(p["chat_id"]) == chat_id]
 
     async def customer(self, user_id: int, name: str, text: str) -> None:
+        await self.push(tg_private(user_id, name, text, self.next_id()))
+
+    async def push(self, update: dict[str, Any]) -> None:
+        """The platform sends an update; wait until siyu has handled and delivered it."""
         before = len(self.fake.updates)
-        self.fake.push(tg_private(user_id, name, text, self.next_id()))
+        self.fake.push(update)
         await self.settle(before)
 
     async def settle(self, before: int) -> None:
@@ -134,14 +140,10 @@ async def test_35_day_journey_on_the_virtual_clock(world: TelegramWorld) -> None
 
 
 async def test_group_spammer_is_warned_muted_and_banned(world: TelegramWorld) -> None:
-    before = len(world.fake.updates)
-    world.fake.push(tg_joined(GROUP, 2001, "Spammy", world.next_id()))
-    await world.settle(before)
+    await world.push(tg_joined(GROUP, 2001, "Spammy", world.next_id()))
     world.h.clock.advance(timedelta(hours=1))
     for text in ("兼职日结 一天500", "➕V信领福利", "http://cheap-bags.xyz 高仿"):
-        before = len(world.fake.updates)
-        world.fake.push(tg_group(GROUP, 2001, "Spammy", text, world.next_id()))
-        await world.settle(before)
+        await world.push(tg_group(GROUP, 2001, "Spammy", text, world.next_id()))
     await world.until(lambda: bool(world.fake.sent("banChatMember")))
     assert len(world.fake.sent("deleteMessage")) == 3
     assert world.texts_to(GROUP)[0].startswith("@Spammy 测试警告：请勿发广告")
@@ -151,17 +153,45 @@ async def test_group_spammer_is_warned_muted_and_banned(world: TelegramWorld) ->
     assert (ban["chat_id"], ban["user_id"]) == (GROUP, 2001)
 
 
+async def test_not_spam_lifts_the_mute_on_telegram(world: TelegramWorld) -> None:
+    await world.push(tg_joined(GROUP, 2004, "Mama", world.next_id()))
+    world.h.clock.advance(timedelta(hours=1))
+    for text in ("刷单兼职找我", "有需要的姐妹私聊我"):
+        await world.push(tg_group(GROUP, 2004, "Mama", text, world.next_id()))
+    await world.until(lambda: len(world.fake.sent("restrictChatMember")) == 1)
+    async with world.h.app.db.session() as session, session.begin():
+        muted = (await guard_events(session, limit=1))[0]
+        await mark_not_spam(session, muted.id, "xiaomei", world.h.clock.now())
+    await world.until(lambda: len(world.fake.sent("restrictChatMember")) == 2)
+    lifted = world.fake.sent("restrictChatMember")[1]
+    assert lifted["user_id"] == 2004 and lifted["permissions"]["can_send_messages"] is True
+
+
+async def test_an_admin_removing_a_member_teaches_the_guard(world: TelegramWorld) -> None:
+    for user, name in ((2005, "Seller"), (2006, "Spammy")):
+        await world.push(tg_joined(GROUP, user, name, world.next_id()))
+    world.h.clock.advance(timedelta(hours=1))
+    for user, name, text in ((2005, "Seller", "姐妹们我这有便宜的面膜"), (2006, "Spammy", "扫码领取福利加我微信")):
+        await world.push(tg_group(GROUP, user, name, text, world.next_id()))
+    await world.until(lambda: bool(world.fake.sent("deleteMessage")))
+    # the guide (an admin) takes the seller out; the bot's own ban of the other is the guard's, not staff's
+    for remover, user, name in ((tg_user(GUIDE, "小美"), 2005, "Seller"),
+                                (tg_user(999000, "山茶集小助手", is_bot=True), 2006, "Spammy")):
+        update = tg_group(GROUP, GUIDE, "小美", "", world.next_id(), left_chat_member=tg_user(user, name))
+        update["message"]["from"] = remover
+        await world.push(update)
+    async with world.h.app.db.session() as session:
+        samples = (await session.execute(select(GuardSample.text, GuardSample.spam, GuardSample.staff_key))).all()
+    assert [tuple(s) for s in samples] == [("姐妹们我这有便宜的面膜", True, "xiaomei")]
+
+
 async def test_without_admin_rights_the_bot_warns_instead(world: TelegramWorld,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     world.fake.fail_next("restrictChatMember", 400, "Bad Request: not enough rights to restrict/unrestrict chat member")
-    before = len(world.fake.updates)
-    world.fake.push(tg_joined(GROUP, 2002, "Ads", world.next_id()))
-    await world.settle(before)
+    await world.push(tg_joined(GROUP, 2002, "Ads", world.next_id()))
     world.h.clock.advance(timedelta(hours=1))
     for text in ("刷单兼职", "刷单兼职日结"):
-        before = len(world.fake.updates)
-        world.fake.push(tg_group(GROUP, 2002, "Ads", text, world.next_id()))
-        await world.settle(before)
+        await world.push(tg_group(GROUP, 2002, "Ads", text, world.next_id()))
     await world.until(lambda: len(world.texts_to(GROUP)) == 2)
     assert world.texts_to(GROUP)[1] == "Ads 再次违反群规，已被禁言 1 小时"  # the second strike, in words
     assert "not an admin" in caplog.text
@@ -179,9 +209,7 @@ async def test_retry_after_is_respected_and_nothing_is_lost(world: TelegramWorld
 
 async def test_blocking_the_bot_marks_the_customer_churned(world: TelegramWorld) -> None:
     await world.customer(1006, "Qian", "/start")
-    before = len(world.fake.updates)
-    world.fake.push(tg_blocked(1006, "Qian"))
-    await world.settle(before)
+    await world.push(tg_blocked(1006, "Qian"))
     async with world.h.app.db.session() as session:
         contact = await session.scalar(select(Contact).where(Contact.external_id == "1006"))
     assert contact.churned

@@ -12,7 +12,7 @@ import pytest
 from intents.cascade import Thresholds, Understanding
 from intents.catalog import Catalog, FaqIntent
 from intents.evaluate import LabelledQuery, Scored, evaluate, score_all, tune
-from intents.fuzzy import Candidate
+from intents.fuzzy import Candidate, FuzzyMatcher
 from intents.llm import LlmClassifier
 from intents.normalize import normalize
 from tests.conftest import ROOT
@@ -45,6 +45,27 @@ async def test_fuzzy_and_semantic_tiers_answer_paraphrases() -> None:
     assert (paraphrase.intent, paraphrase.tier) == ("return_policy", "semantic")
     unknown = await understanding.decide("今天股市怎么样")
     assert (unknown.intent, unknown.tier) == (None, "handoff")
+
+
+def test_a_big_catalog_finds_what_scoring_every_phrasing_finds() -> None:
+    """Above NARROW_ABOVE phrasings the fuzzy tier scores only examples that can still make its top k."""
+    words = ("包邮", "发货", "退货", "优惠", "会员", "积分", "门店", "精华", "面霜", "礼盒", "发票", "快递",
+             "refund", "coupon", "order", "gift")
+    endings = ("吗", "怎么办", "多久", "在哪里", "可以吗", "?")
+    phrasings = [a + b + c + d for a in words for b in words for c in words if len({a, b, c}) == 3
+                 for d in endings]
+    assert len(phrasings) > FuzzyMatcher.NARROW_ABOVE
+    big = Catalog(tuple(FaqIntent(f"i{n}", tuple(phrasings[n * 5:n * 5 + 5]), "a")
+                        for n in range(len(phrasings) // 5)))
+    narrowed, every = FuzzyMatcher(big), FuzzyMatcher(big)
+    every._has = None  # score every phrasing
+    questions = [phrasings[n][:-1] + "呀" for n in range(0, len(phrasings), 97)] + \
+        ["包邮包邮包邮吗", "refund order?", "今天天气怎么样", "门", "👍"]
+    for question in questions:
+        expected = [(c.intent, c.score, c.example) for c in every.top(question) if c.score >= 0.5]
+        got = [(c.intent, c.score, c.example) for c in narrowed.top(question)]
+        assert [score for _, score, _ in got][:len(expected)] == [score for _, score, _ in expected], question
+        assert set(got) >= set(expected) - {c for c in expected if c[1] == expected[-1][1]}, question  # ties
 
 
 @pytest.fixture

@@ -409,10 +409,11 @@ def test_siyu_serve_answers_the_platform_url_check(tmp_path) -> None:  # type: i
         server.wait(timeout=20)
 
 
-def chat_change_xml(chat: str, change: str, detail: str = "") -> str:
+def chat_change_xml(chat: str, change: str, detail: str = "", quit_scene: str = "") -> str:
+    quit = f"<QuitScene>{quit_scene}</QuitScene>" if quit_scene else ""
     return (f"<xml><ToUserName>{CORP}</ToUserName><FromUserName>sys</FromUserName><CreateTime>{time.time_ns()}"
             f"</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>{chat}</ChatId>"
-            f"<ChangeType>{change}</ChangeType><UpdateDetail>{detail}</UpdateDetail></xml>")
+            f"<ChangeType>{change}</ChangeType><UpdateDetail>{detail}</UpdateDetail>{quit}</xml>")
 
 
 async def test_group_changes_keep_memberships(world: WeComWorld) -> None:
@@ -437,6 +438,30 @@ async def test_group_changes_keep_memberships(world: WeComWorld) -> None:
     assert await world.post(chat_change_xml("wrCHAT1", "dismiss")) == 200
     await world.h.app.tick()
     assert await members() == set()
+
+
+async def test_a_member_the_group_owner_removes_teaches_the_guard(world: WeComWorld) -> None:
+    from bot.events import ChatType, Event, EventKind
+    from storage.models import GuardSample
+
+    member = lambda uid: {"userid": uid, "type": 2, "join_time": 1, "name": uid}  # noqa: E731
+    world.fake.group_members["wrCHAT2"] = [member("wmSELL0001"), member("wmQUIT0001")]
+    assert await world.post(chat_change_xml("wrCHAT2", "create")) == 200
+    await world.h.app.tick()
+    world.h.clock.advance(timedelta(hours=1))
+    for who, text in [("wmSELL0001", "姐妹们我这有便宜的面膜"), ("wmQUIT0001", "我先退群啦大家再见")]:
+        await world.h.app.engine.handle(Event(EventKind.MESSAGE, "wecom", who, world.h.clock.now(), ChatType.GROUP,
+                                              "wrCHAT2", text=text, message_id=f"msg-{who}"))
+    world.fake.group_members["wrCHAT2"] = [member("wmQUIT0001")]
+    # QuitScene 1: the owner (guide01, 小美) took the seller out
+    assert await world.post(chat_change_xml("wrCHAT2", "update", "del_member", quit_scene="1")) == 200
+    await world.h.app.tick()
+    world.fake.group_members["wrCHAT2"] = []
+    assert await world.post(chat_change_xml("wrCHAT2", "update", "del_member", quit_scene="0")) == 200  # left
+    await world.h.app.tick()
+    async with world.h.app.db.session() as session:
+        samples = (await session.execute(select(GuardSample.text, GuardSample.spam, GuardSample.staff_key))).all()
+    assert [tuple(s) for s in samples] == [("姐妹们我这有便宜的面膜", True, "xiaomei")]
 
 
 async def test_tags_a_journey_adds_are_written_to_wecom(world: WeComWorld) -> None:

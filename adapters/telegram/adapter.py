@@ -184,8 +184,11 @@ class TelegramAdapter(LinksConversations, DedupesRepeats):
             return [Event(EventKind.JOINED_GROUP, CHANNEL, str(m.id), now, ChatType.GROUP, chat,
                           profile=Profile(name=m.full_name)) for m in message.new_chat_members if not m.is_bot]
         if message.left_chat_member is not None:
-            member = message.left_chat_member
-            return [Event(EventKind.LEFT_GROUP, CHANNEL, str(member.id), now, ChatType.GROUP, chat)]
+            member, by = message.left_chat_member, message.from_user
+            # someone else took them out: an admin (a person; the bot's own bans are the guard's, not staff's)
+            removed_by = str(by.id) if by is not None and by.id != member.id and not by.is_bot else None
+            return [Event(EventKind.LEFT_GROUP, CHANNEL, str(member.id), now, ChatType.GROUP, chat,
+                          removed_by=removed_by)]
         user = message.from_user
         assert user is not None
         text = _text_of(message)
@@ -221,6 +224,9 @@ class TelegramAdapter(LinksConversations, DedupesRepeats):
             elif action.kind is ActionKind.MUTE and action.target_id:
                 await self._moderate(action, bot.restrict_chat_member(
                     chat_id, int(action.target_id), ChatPermissions.no_permissions(), until_date=action.until))
+            elif action.kind is ActionKind.UNMUTE and action.target_id:  # all permissions: the restriction lifted
+                await self._moderate(action, bot.restrict_chat_member(
+                    chat_id, int(action.target_id), ChatPermissions.all_permissions()))
             elif action.kind is ActionKind.TAG:
                 return  # Telegram has no customer tags; siyu keeps them in storage
             elif action.kind is ActionKind.REMOVE and action.target_id:

@@ -24,7 +24,7 @@ from adapters.webchat.sessions import Keys, customer_of, new_customer_token
 from bot.clock import Clock
 from bot.events import Action, ActionKind, Address, ChatType, Event, EventKind, Profile, Role
 from bot.plugin import AdapterStore
-from bot.transport import FOREVER, ConnectedHere, DedupesRepeats, EventHandler
+from bot.transport import FOREVER, ConnectedHere, DedupesRepeats, EventHandler, MemberMessage
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
@@ -68,8 +68,9 @@ class WebChat(DedupesRepeats, ConnectedHere):
         self._who: dict[web.WebSocketResponse, Joined] = {}
         self._minted: dict[web.WebSocketResponse, tuple[str, str]] = {}  # the one new customer a socket made
         self._names: dict[str, str] = {}  # customer id → display name, as far as this process knows
-        # this page is the platform for the demo group, so it enforces what the guard decides
-        self._muted_until: dict[tuple[str, str], datetime] = {}
+        # this page is the platform for the demo group, so it enforces what the guard decides, whichever
+        # process delivered it: learnt from deliveries here and relayed ones, and from storage on joining
+        self._mutes: dict[tuple[str, str], tuple[int, datetime | None]] = {}  # latest (outbox id, muted until)
         self._removed: set[tuple[str, str]] = set()
 
     def install(self, app: web.Application) -> None:
@@ -103,13 +104,22 @@ class WebChat(DedupesRepeats, ConnectedHere):
         if action.kind is ActionKind.DELETE:
             await self._broadcast(key, {"type": "deleted", "id": f"in:{action.target_ref}"})
         elif action.kind is ActionKind.MUTE and action.until is not None:
-            self._muted_until[(action.address.chat_id, member)] = action.until
+            self._mutes[(action.address.chat_id, member)] = (_outbox_id(action.ref), action.until)
+            await self._broadcast(key, {"type": "system", "text": action.text})
+        elif action.kind is ActionKind.UNMUTE:
+            self._mutes[(action.address.chat_id, member)] = (_outbox_id(action.ref), None)
             await self._broadcast(key, {"type": "system", "text": action.text})
         elif action.kind is ActionKind.REMOVE:
             self._removed.add((action.address.chat_id, member))
             await self._broadcast(key, {"type": "system", "text": action.text})
             for ws in [w for w in self._sockets.get(key, ()) if self._identity(w) == member]:
                 await ws.close()
+
+    async def show(self, message: MemberMessage) -> None:
+        """A member's message another process received: shown here as that process's page showed it."""
+        name = message.name or await self._member_name(message.sender_id)
+        await self._broadcast((message.address.chat_type, message.address.chat_id),
+                              _member_frame(message.ref, name, message.text, message.at), sender=message.sender_id)
 
     async def _guide(self, sender_id: str | None, known: dict[str, str] | None = None) -> dict[str, object]:
         """How the page names a guide's own reply: `from: guide` and their display name (`known`: names
@@ -207,6 +217,11 @@ class WebChat(DedupesRepeats, ConnectedHere):
         # register first, then history, then the event: its replies arrive live, after history
         self._who[ws] = joined
         self._sockets[joined.chat].add(ws)
+        # then what storage says of a member: a moderation action delivered from now on is relayed here
+        if joined.page_role == "member" and not await self._in_good_standing(joined.identity):
+            self._leave(ws)
+            await _error(ws, REMOVED)
+            return
         await self._send_history(ws, joined, session)
         if event is not None:
             await self._apply(event)
@@ -235,15 +250,30 @@ class WebChat(DedupesRepeats, ConnectedHere):
             self._names[customer] = name
             await self.store.set_value(NAME_KEY + customer, name)
 
-    async def _name_of(self, sender: str, joined: Joined) -> str:
-        if sender == "bot" or sender == joined.identity:
-            return "bot" if sender == "bot" else joined.name
+    async def _in_good_standing(self, member: str) -> bool:
+        """Learn what any process delivered about the member (False: removed): the newer mute or unmute
+        of the one delivered here and the one storage has wins."""
+        key = (self.demo_group, member)
+        standing = await self.store.standing(CHANNEL, self.demo_group, member)
+        if standing.removed:
+            self._removed.add(key)
+        if standing.mute_ref is not None and standing.mute_ref > self._mutes.get(key, (-1, None))[0]:
+            self._mutes[key] = (standing.mute_ref, standing.muted_until)
+        return key not in self._removed
+
+    async def _member_name(self, sender: str, chat_type: ChatType = ChatType.GROUP) -> str:
+        """A customer's display name as the page last stored it."""
         if sender not in self._names:
             stored = await self.store.get_value(NAME_KEY + sender)
             if stored is None:
-                return UNNAMED[joined.chat[0]]
+                return UNNAMED[chat_type]
             self._names[sender] = stored
         return self._names[sender]
+
+    async def _name_of(self, sender: str, joined: Joined) -> str:
+        if sender == "bot" or sender == joined.identity:
+            return "bot" if sender == "bot" else joined.name
+        return await self._member_name(sender, joined.chat[0])
 
     async def _send_history(self, ws: web.WebSocketResponse, joined: Joined, session: str | None) -> None:
         history = await self.store.history(CHANNEL, *joined.chat)
@@ -270,11 +300,12 @@ class WebChat(DedupesRepeats, ConnectedHere):
         now = self.clock.now()
         chat_type, chat_id = joined.chat
         if chat_type is ChatType.GROUP:
-            muted = self._muted_until.get((chat_id, joined.identity))
+            _, muted = self._mutes.get((chat_id, joined.identity), (0, None))
             if muted is not None and muted > now:
                 return  # the platform swallows a muted member's messages
-            await self._broadcast(joined.chat, {"type": "message", "id": f"in:{message_id}", "from": joined.name,
-                                                "text": text, "at": now.isoformat()}, sender=joined.identity)
+            # the members connected to other processes get it from the engine's transaction (bot/relay.py)
+            await self._broadcast(joined.chat, _member_frame(message_id, joined.name, text, now),
+                                  sender=joined.identity)
         mentions = "@bot" in text or "@机器人" in text or frame.mention
         text = text.replace("@bot", "").replace("@机器人", "").strip() or text
         await self._apply(Event(EventKind.MESSAGE, CHANNEL, joined.identity, now, chat_type,
@@ -291,6 +322,17 @@ def scoped_message_id(sender: str, client_id: str | None) -> str:
     if len(scoped) > MESSAGE_ID_WIDTH:
         scoped = f"{sender}:{hashlib.sha256(client_id.encode()).hexdigest()[:32]}"
     return scoped
+
+
+def _member_frame(message_id: str, name: str, text: str, at: datetime) -> dict[str, object]:
+    """A member's message as the page shows it; `in:` keeps its id apart from the outbox ids of bot messages,
+    and is what a guard's delete names."""
+    return {"type": "message", "id": f"in:{message_id}", "from": name, "text": text, "at": at.isoformat()}
+
+
+def _outbox_id(ref: str) -> int:
+    """The outbox id an action carries as its ref (0 for one that never was in the outbox)."""
+    return int(ref) if ref.isdigit() else 0
 
 
 def _display_name(raw: str) -> str:

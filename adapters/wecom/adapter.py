@@ -278,7 +278,12 @@ class WeComAdapter(Limited, ConfirmsPending, DedupesRepeats, CustomerOwnership, 
         joined = [Event(EventKind.JOINED_GROUP, CHANNEL, uid, now, ChatType.GROUP, chat,
                         profile=Profile(name=m.get("name") or None))
                   for uid, m in members.items() if uid not in known]
-        left = [Event(EventKind.LEFT_GROUP, CHANNEL, uid, now, ChatType.GROUP, chat)
+        # QuitScene 1: the group's owner or an admin took them out (0: they left); the API cannot say which
+        # admin, so the owner stands for them. External groups cannot be moderated through the API, so this is
+        # always a person's decision, never the guard's.
+        removed = f.get("UpdateDetail") == "del_member" and f.get("QuitScene") == "1"
+        remover = (data.get("group_chat", {}).get("owner") or "owner") if removed else None
+        left = [Event(EventKind.LEFT_GROUP, CHANNEL, uid, now, ChatType.GROUP, chat, removed_by=remover)
                 for uid in sorted(known - set(members))]
         return joined + left
 

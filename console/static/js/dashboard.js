@@ -206,7 +206,7 @@ export function showDashboard(view) {
       charts.draw('guard', canvas, {
         type: 'bar',
         data: {
-          labels: data.rules.map((r) => r.rule),
+          labels: data.rules.map((r) => r.name || r.rule),
           datasets: actions.map((a, i) => ({ label: GUARD_ACTIONS[a] || a, data: data.rules.map((r) => r.actions[a] || 0), backgroundColor: colours[a] || PALETTE[i] })),
         },
         options: { indexAxis: 'y', scales: { x: { stacked: true, ticks: { precision: 0 } }, y: { stacked: true } } },

@@ -49,12 +49,14 @@ function row(e, compact) {
     } catch (err) { toast(err.message, true); }
   }
   showVerdict(e.verdict);
-  const rules = h('td', {}, e.rule.split(',').map((r) => h('span', { class: 'tag' }, r)));
+  const names = e.rule_names && e.rule_names.length ? e.rule_names : e.rule.split(',');
+  const tags = () => names.map((r) => h('span', { class: 'tag' }, r));
+  const rules = h('td', { title: e.rule }, tags());
   const action = h('td', { class: 'nowrap' }, GUARD_ACTIONS[e.action] || e.action);
   if (compact) {
     return h('tr', { dataset: { event: e.id } },
       h('td', { class: 'nowrap' }, e.local_time.slice(5), h('div', { class: 'hint', title: e.member }, e.member_name)),
-      h('td', {}, e.excerpt || '（非文字消息）', h('div', {}, e.rule.split(',').map((r) => h('span', { class: 'tag' }, r)), '→ ', GUARD_ACTIONS[e.action] || e.action)), cell);
+      h('td', {}, e.excerpt || '（非文字消息）', h('div', { title: e.rule }, tags(), '→ ', GUARD_ACTIONS[e.action] || e.action)), cell);
   }
   return h('tr', { dataset: { event: e.id } },
     h('td', { class: 'nowrap' }, e.local_time.slice(5)), h('td', {}, e.group, h('div', { class: 'hint' }, channelName(e.channel))), h('td', { title: e.member }, e.member_name),

@@ -2,7 +2,7 @@
 // the reply box, take over / release, tags, triggering a step with the policy's verdict, the timeline.
 import { api } from './api.js';
 import {
-  GUARD_ACTIONS, STATES, TIERS, channelName, clear, colourOf, decisionName, h, initial, localTime, shortTime,
+  STATES, TIERS, channelName, clear, colourOf, decisionName, h, initial, localTime, shortTime,
   toast, waited,
 } from './util.js';
 import { teachDialog } from './teach.js';
@@ -319,7 +319,7 @@ function reasonChips(item, teach) {
 
 function reasonText(r) {
   if (!r) return '';
-  if (r.kind === 'guard') return `规则 ${r.rule || ''} → ${GUARD_ACTIONS[r.action] || r.action || ''}`;
+  if (r.kind === 'guard') return r.summary;  // the rules in Chinese, the strike and what was done
   if (r.kind === 'decision' || r.kind === 'journey') {
     return `旅程 ${r.journey} · ${r.step}${r.variant ? `（方案 ${r.variant}）` : ''}：${decisionName(r.decision)}${r.summary ? ` — ${r.summary}` : ''}`;
   }
