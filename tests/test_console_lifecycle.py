@@ -40,14 +40,20 @@ class Console(WeComWorld):
         return await response.json()
 
 
-@contextlib.asynccontextmanager
-async def console_on_corp(db_url: str, start: datetime, scripts: Path) -> AsyncIterator[Console]:
+async def siyu_on_corp(db_url: str, start: datetime, scripts: Path) -> tuple[Harness, FakeQyapi]:
+    """siyu on a fake WeCom corp with three guides and an operator (web chat off); close both."""
     fake = FakeQyapi()
     api = await fake.start()
     wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
              "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
     h = await Harness.create(db_url, start, scripts, staff=(*STAFF, OPERATOR), default_guide="xiaomei",
                              adapters={"webchat": {"enabled": False}, "wecom": wecom})
+    return h, fake
+
+
+@contextlib.asynccontextmanager
+async def console_on_corp(db_url: str, start: datetime, scripts: Path) -> AsyncIterator[Console]:
+    h, fake = await siyu_on_corp(db_url, start, scripts)
     accounts = StaffAccounts(h.app.db, h.clock, known=PASSWORDS)
     for staff, password in PASSWORDS.items():
         await accounts.set_password(staff, password)

@@ -17,13 +17,11 @@ from bot.app import build_web_app
 from bot.channel_codes import create_channel_code
 from bot.staff_accounts import StaffAccounts
 from tests.browser import CHROMIUM, PASSWORDS, Site, expect, require_browser, shoot
-from tests.fakes import FakeQyapi
-from tests.harness import Harness
 from tests.lifecycle_scripts import scripts_with
-from tests.test_transfers import MEI, STAFF, added_xml
-from tests.test_wecom import AES_KEY, CORP, TOKEN, WeComWorld
+from tests.test_console_lifecycle import siyu_on_corp
+from tests.test_transfers import MEI, added_xml
+from tests.test_wecom import WeComWorld
 
-OPERATOR = {"id": "aqing", "name": "阿青", "role": "operator"}
 
 
 @asynccontextmanager
@@ -32,12 +30,7 @@ async def site_on_corp(db_url: str, start: datetime, scripts: Path) -> AsyncIter
     require_browser()
     from playwright.async_api import async_playwright
 
-    fake = FakeQyapi()
-    api = await fake.start()
-    wecom = {"corp_id": CORP, "token": TOKEN, "encoding_aes_key": AES_KEY, "secret": fake.secret,
-             "agent_id": "1000002", "api_base": api, "timestamp_window": 300}
-    h = await Harness.create(db_url, start, scripts, staff=(*STAFF, OPERATOR), default_guide="xiaomei",
-                             adapters={"webchat": {"enabled": False}, "wecom": wecom})
+    h, fake = await siyu_on_corp(db_url, start, scripts)
     await StaffAccounts(h.app.db, h.clock, known={"aqing"}).set_password("aqing", PASSWORDS["aqing"])
     try:
         async with TestClient(TestServer(build_web_app(h.app), host="127.0.0.1")) as client:
