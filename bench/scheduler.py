@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -84,6 +85,7 @@ async def work(url: str, name: str) -> None:
     settings = settings.model_copy(update={"database_url": url})
     app = App(settings, ROOT / "scripts", VirtualClock(DUE + timedelta(minutes=1)), worker_id=name)
     await asyncio.to_thread(app.library.reload)
+    gc.freeze()  # as `siyu serve` does once started
     print("ready", flush=True)
     sys.stdin.readline()  # everyone starts together
     decided = 0

@@ -102,6 +102,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
+    import gc
     import logging
 
     from bot.app import App, serve
@@ -113,6 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         await app.start()
+        # what start-up loaded (config, scripts, models, the catalog) lives as long as the process: the cyclic
+        # collector need not walk it again on every collection (about a tenth of a busy worker's CPU)
+        gc.freeze()
         try:
             await serve(app, host, port, on_stop=_exit_anyway_after(STOP_DEADLINE_SECONDS))
         finally:

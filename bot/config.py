@@ -303,4 +303,13 @@ def load_settings(path: Path, env: dict[str, str] | None = None,
         line = doc.line("default_guide") if doc else 1
         raise ScriptError([Problem(str(path), line, f"default_guide '{settings.default_guide}' is not in "
                                    "staff — add it under staff: or fix the id")])
+    owners: dict[tuple[str, str], str] = {}
+    for n, member in enumerate(settings.staff):
+        for channel, platform_id in member.identities.items():
+            first = owners.setdefault((channel, platform_id), member.id)
+            if first != member.id:  # whoever it is would act as both, and the logs would name either
+                line = doc.line("staff", n, "identities", channel) if doc else 1
+                raise ScriptError([Problem(str(path), line, f"staff '{first}' and '{member.id}' both have "
+                                           f"{channel} id '{platform_id}' — an identity is one person's: keep it "
+                                           "under one of them")])
     return settings

@@ -5,6 +5,7 @@ The engine's event handlers and the guides' commands both change customers only 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -172,9 +173,10 @@ class ContactLifecycle:
             if journey.trigger.kind == trigger and journey.trigger.argument == argument:
                 await self.runner.enrol(session, contact, journey, now)
 
-    async def exit(self, session: AsyncSession, contact: Contact, reason: str, now: datetime) -> list[str]:
-        """End the journeys that exit on `reason`; returns their ids."""
-        return await self.runner.exit(session, contact, reason, now, self.library.journeys)
+    async def exit(self, session: AsyncSession, contact: Contact, reason: str, now: datetime,
+                   loaded: Sequence[Enrolment] | None = None) -> list[str]:
+        """End the journeys that exit on `reason`; returns their ids (`loaded`: as in JourneyRunner.exit)."""
+        return await self.runner.exit(session, contact, reason, now, self.library.journeys, loaded)
 
     async def opt_out(self, session: AsyncSession, contact: Contact, now: datetime) -> list[str] | None:
         """Unsubscribe: every journey ends. None when the customer had already opted out."""

@@ -13,6 +13,7 @@ from bot.handoff import HandOff
 from bot.listening import Listening
 from bot.understood import Understood
 from intents.normalize import squeeze
+from storage import repo
 from storage.models import Message
 
 OPT_OUT_CONFIRMATION = "已为您退订，之后不会再主动打扰您。如需帮助，随时回复我们即可。"
@@ -37,6 +38,7 @@ class DirectConversation:
         decision = understood.decision  # made before this transaction opened
         # written with the INSERT rather than as an UPDATE after it; cleared where it does not apply
         question.tier, question.confidence = decision.tier, decision.confidence
+        previous_inbound = contact.last_inbound_at
         contact.replies += 1
         contact.last_inbound_at = event.at
         if squeeze(event.text) in self._opt_out_words:
@@ -44,8 +46,9 @@ class DirectConversation:
             if await self.contacts.opt_out(session, contact, event.at) is not None:
                 reply(session, event, OPT_OUT_CONFIRMATION, contact.id)
             return
-        await self.contacts.exit(session, contact, "replied", event.at)
-        if self.flood is not None and await self.flood.flooding(session, contact, event):
+        enrolments = await repo.live_enrolments(session, contact.id)  # one read for exits and listening steps
+        await self.contacts.exit(session, contact, "replied", event.at, enrolments)
+        if self.flood is not None and await self.flood.flooding(session, contact, event, previous_inbound):
             _not_decided(question)
             return  # stored above; the guide was told when the flood began
         if is_staff_command(event.text):
@@ -59,7 +62,8 @@ class DirectConversation:
             return
         intent = understood.intent
         await self.answers.record_llm(session, question, decision, event.at)
-        heard = await self.listening.heard(session, contact, event.text, intent.id if intent else None, event.at)
+        heard = await self.listening.heard(session, contact, event.text, intent.id if intent else None, event.at,
+                                           enrolments)
         if heard.hand_off:  # a listening step wants a person to answer this reply
             intent = None
         elif heard.took_reply and intent is None:

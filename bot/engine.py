@@ -35,6 +35,8 @@ from bot.inbound import clean_event
 from bot.library import ScriptLibrary
 from bot.metrics import Metrics
 from bot.moderation import SecondOpinion
+from bot.plugin import StaffIdentity
+from bot.staff_directory import StaffDirectory
 from bot.turns import ConversationTurns, advisory_key, conversation_key
 from bot.understood import Understood
 from intents.normalize import without_mentions
@@ -77,14 +79,14 @@ class Engine:
                                         spam_judge(llm.base_url, llm.model, llm.api_key_env, llm.timeout_seconds),
                                         publisher)
         self.commands = GuideCommands(library, self.contacts, self.handoff, ZoneInfo(settings.policy.timezone))
+        self.staff = StaffDirectory(settings.staff)
         self.work_ready = asyncio.Event()  # set when there may be touches to run or messages to deliver
         self.turns = ConversationTurns()
 
     async def sync_staff(self) -> None:
         """Make storage know exactly the configured staff: config.yaml is the source of truth, so someone
         removed from it is no longer staff anywhere (commands, guard exemption, logins)."""
-        configured = {(m.id, channel, external_id): m.name for m in self.settings.staff
-                      for channel, external_id in m.identities.items()}
+        configured = {(s.key, channel, s.platform_id): s.name for (channel, _), s in self.staff.identities()}
         async with self.db.session() as session, session.begin():
             for row in await repo.all_staff(session):
                 if (row.key, row.channel, row.external_id) not in configured:
@@ -195,7 +197,7 @@ class Engine:
     async def _message(self, session: AsyncSession, event: Event,
                        understood: Understood | None) -> SecondOpinion | None:
         # staff are the identities config.yaml names, whatever an adapter claims: a claim alone proves nothing
-        staff = await repo.staff_by_identity(session, event.channel, event.sender_id)
+        staff = self.staff.lookup(event.channel, event.sender_id)
         if staff is not None:
             await self._staff_message(session, event, staff)
             return None
@@ -209,7 +211,7 @@ class Engine:
         await self.direct.message(session, event, understood)
         return None
 
-    async def _staff_message(self, session: AsyncSession, event: Event, staff: Staff) -> None:
+    async def _staff_message(self, session: AsyncSession, event: Event, staff: StaffIdentity) -> None:
         store_inbound(session, event, None, "staff")
         if event.chat_type is ChatType.GROUP or not event.text.strip().startswith("/"):
             return

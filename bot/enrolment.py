@@ -1,6 +1,7 @@
 """Putting customers into journeys and taking them out; scheduling each step as a durable touch."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import select, update
@@ -100,10 +101,13 @@ class JourneyRunner:
                                   due_at=due, occasion=occasion, created_at=now)
 
     async def exit(self, session: AsyncSession, contact: Contact, reason: str, now: datetime,
-                   journeys: dict[str, Journey]) -> list[str]:
-        """End every active enrolment whose journey exits on `reason`; returns the journey ids ended."""
+                   journeys: dict[str, Journey], loaded: Sequence[Enrolment] | None = None) -> list[str]:
+        """End every active enrolment whose journey exits on `reason`; returns the journey ids ended.
+
+        `loaded`: the customer's enrolments already read in this transaction (those not active are skipped)."""
         ended = []
-        for enrolment in await repo.active_enrolments(session, contact.id):
+        enrolments = await repo.active_enrolments(session, contact.id) if loaded is None else loaded
+        for enrolment in (e for e in enrolments if e.status == "active"):
             journey = journeys.get(enrolment.journey_id)
             if journey is not None and not journey.exits_on(reason):
                 continue

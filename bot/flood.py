@@ -32,10 +32,15 @@ class FloodWatch:
         self.window = parse_duration(settings.window)
         self.handoff = handoff
 
-    async def flooding(self, session: AsyncSession, contact: Contact, event: Event) -> bool:
+    async def flooding(self, session: AsyncSession, contact: Contact, event: Event,
+                       previous_inbound: datetime | None) -> bool:
         """True while the customer sends more than the limit within the window (this message included,
-        so it must already be stored). The first flooding message after a calm window tells the guide."""
+        so it must already be stored). The first flooding message after a calm window tells the guide.
+
+        `previous_inbound`: when the customer's message before this one came in (None: this is the first)."""
         since = event.at - self.window
+        if self.limit >= 1 and (previous_inbound is None or previous_inbound <= since):
+            return False  # nothing else within the window: most messages need no count
         latest = await repo.recent_inbound_times(session, event.channel, event.sender_id, self.limit + 1)
         if sum(1 for at in latest if at > since) <= self.limit:
             return False

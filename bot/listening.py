@@ -8,12 +8,11 @@ here: it ends every journey before anything listens (see bot/direct.py).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.enrolment import JourneyRunner
@@ -65,15 +64,15 @@ class Listening:
         self.runner = runner
 
     async def heard(self, session: AsyncSession, contact: Contact, text: str, intent_id: str | None,
-                    now: datetime) -> Heard:
+                    now: datetime, enrolments: Sequence[Enrolment]) -> Heard:
+        """`enrolments`: the customer's live ones (`repo.live_enrolments`), as this transaction left them."""
         journeys = self.library.journeys
         if intent_id:
             learn_interests(contact, intent_id, journeys)
         heard = Heard()
         # a journey whose last step listens has completed, and a branch takes it up again
-        listening = (await session.scalars(select(Enrolment).where(
-            Enrolment.contact_id == contact.id, Enrolment.status.in_(("active", "completed")),
-            Enrolment.listening_until > now))).all()
+        listening = [e for e in enrolments if e.status in ("active", "completed")
+                     and e.listening_until is not None and e.listening_until > now]
         if not listening:
             return heard
         labels = reply_labels(text, intent_id)

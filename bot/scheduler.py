@@ -7,16 +7,16 @@ mid-way leaves a claim that expires and is taken over; its uncommitted work neve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, inspect, select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.channel_rules import reachable_after_removal
 from bot.clock import Clock
@@ -36,6 +36,7 @@ from bot.templates import TemplateProblem, render
 from storage import repo
 from storage.db import Database, queued_outbound
 from storage.models import Contact, Enrolment, Message, PointsEntry, Touch, TouchLog
+from storage.repo import ContactRow, EnrolmentRow, TouchRow
 from storage.touch_status import ACTIVE, TouchStatus, move, release
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ HISTORY = timedelta(days=32)  # enough for the rolling week and the calendar mon
 MANUAL_PRIORITY = 100         # a guide asked for it by hand
 MAX_CLAIMS = 5                # claimed this often without a decision: its processing keeps failing
 SQLITE_BATCH = 50             # on SQLite a batch holds the only write lock, and live replies wait for all of it
+
+# the batch decides from plain rows (storage/repo.py `claimed_touches`), a single touch from ORM objects
+AnyTouch = Touch | TouchRow
+AnyContact = Contact | ContactRow
+AnyEnrolment = Enrolment | EnrolmentRow
 
 
 class LostClaim(Exception):
@@ -146,8 +152,9 @@ class Scheduler:
             else:
                 for due_at, at in lags:
                     self.metrics.observe_lag(due_at, at)
-                for outcome in outcomes:
-                    self.metrics.touches.labels(outcome.decision, outcome.reason).inc()  # committed
+                # committed; one increment per kind of decision, not per touch
+                for (decision, reason), n in Counter((o.decision, o.reason) for o in outcomes).items():
+                    self.metrics.touches.labels(decision, reason).inc(n)
                 return len(ids), outcomes
         return len(ids), await self._each(ids, claim_for, claimed_until)
 
@@ -257,7 +264,8 @@ class Scheduler:
                                                        {e.id for _, _, e in rows if e is not None})
         facts = await self._loyalty_facts(session, [c for _, c, _ in rows], now)
 
-        batch = _Batch(now, {c.channel: self.limits_for(c.channel) for _, c, _ in rows})
+        batch = _Batch(now, {channel: self.limits_for(channel) for channel in {c.channel for _, c, _ in rows}},
+                       self.library.journeys)
         later: list[int] = []  # decided by `_process` once the batch's writes are in
         seen: set[int] = set()  # a customer's next touch must see what their first one did: it waits its turn
         for touch, contact, enrolment in rows:
@@ -265,12 +273,8 @@ class Scheduler:
                                                                by_enrolment, facts):
                 later.append(touch.id)
             seen.add(contact.id)
+        # written before `_process` loads the later touches' ORM objects, so they see the batch's changes
         await batch.write(session, self.worker_id, [c for _, c, _ in rows], [e for _, _, e in rows if e is not None])
-        if later:
-            # the batch moved its touches with bulk UPDATEs; the loaded objects must not tell `_process` (say,
-            # `replied_since`) that a step sent a moment ago is still pending: reselecting refreshes them
-            for touch, _, _ in rows:
-                session.expire(touch)
         outcomes = batch.outcomes
         for touch_id in later:
             outcome = await self._process(session, touch_id)
@@ -282,13 +286,12 @@ class Scheduler:
             log.info("sent %d touches in one batch (%d decided on their own)", batch.sent, len(later))
         return outcomes, batch.lags
 
-    def _decide_in_batch(self, batch: "_Batch", touch: Touch, contact: Contact, enrolment: Enrolment | None,
+    def _decide_in_batch(self, batch: "_Batch", touch: TouchRow, contact: ContactRow, enrolment: EnrolmentRow | None,
                          sent: dict[int, list[datetime]], due: dict[int, list[tuple[int, str, str | None]]],
                          by_enrolment: dict[int, list[Any]], facts: dict[int, tuple[int, str]]) -> bool:
         """`_process` for one touch from the batch's facts; False leaves it to `_process` (nothing recorded)."""
         now = batch.now
-        journey = self.library.journeys.get(touch.journey_id)
-        step = journey.step(touch.step_id) if journey else None
+        journey, step = batch.script(touch.journey_id, touch.step_id)
         limits = batch.limits[contact.channel]
         if limits is not None and limits.reply_window is not None:
             return False  # the window needs the conversation's delivery counts
@@ -322,7 +325,8 @@ class Scheduler:
                 return True
         rivals = [(j, by) for touch_id, j, by in due.get(contact.id, []) if touch_id != touch.id]
         decision = self.policy.decide(self._request_from(touch, contact, journey, step, now,
-                                                         sent.get(contact.id, []), rivals, 0, limits))
+                                                         sent.get(contact.id, []), rivals, 0, limits,
+                                                         batch.journeys))
         if decision.verdict is Verdict.DEFER:
             batch.release(touch, TouchStatus.PENDING, "deferred", decision.reason, decision.detail,
                           due_at=decision.until, reason=decision.reason, attempts=0)
@@ -363,7 +367,7 @@ class Scheduler:
         return True
 
     @staticmethod
-    def _complete(enrolment: Enrolment | None, journey: Journey, touch: Touch, touches: list[Any],
+    def _complete(enrolment: EnrolmentRow | None, journey: Journey, touch: TouchRow, touches: list[Any],
                   now: datetime) -> None:
         """`_after` for a journey without yearly steps, from the batch's snapshot of the enrolment's touches."""
         if enrolment is None or any(s.on is not None for s in journey.steps):
@@ -371,7 +375,7 @@ class Scheduler:
         if not any(touch_id != touch.id and status in ACTIVE for touch_id, _, status, _ in touches):
             enrolment.status, enrolment.exited_at, enrolment.exit_reason = "completed", now, "completed"
 
-    async def _loyalty_facts(self, session: AsyncSession, contacts: list[Contact],
+    async def _loyalty_facts(self, session: AsyncSession, contacts: list[ContactRow],
                              now: datetime) -> dict[int, tuple[int, str]]:
         """`PointsBook.facts` for many customers: one read of their ledger rows."""
         program = self.library.loyalty
@@ -382,17 +386,21 @@ class Scheduler:
             for entry in (await session.scalars(select(PointsEntry).where(
                     repo.ids_in(session, PointsEntry.contact_id, [c.id for c in contacts])))).all():
                 entries.setdefault(entry.contact_id, []).append(entry)
-        return {c.id: (replay(entries.get(c.id, []), now).balance, program.level(c.level).name) for c in contacts}
+        nothing = replay([], now).balance  # most customers have no ledger rows: replayed once, not per customer
+        return {c.id: (replay(entries[c.id], now).balance if c.id in entries else nothing,
+                       program.level(c.level).name) for c in contacts}
 
     def rules_for(self, journey_id: str) -> Rules:
         if journey_id not in self._rules:
             self._rules[journey_id] = Rules.from_settings(self.settings.policy, journey_id)
         return self._rules[journey_id]
 
-    def priority_of(self, journey_id: str, triggered_by: str | None) -> int:
+    def priority_of(self, journey_id: str, triggered_by: str | None,
+                    journeys: Mapping[str, Journey] | None = None) -> int:
+        """The touch's priority; `journeys`: the library's, when the caller already has them (a batch)."""
         if triggered_by is not None:
             return MANUAL_PRIORITY
-        journey = self.library.journeys.get(journey_id)
+        journey = (self.library.journeys if journeys is None else journeys).get(journey_id)
         return journey.priority if journey else 0
 
     async def _request(self, session: AsyncSession, touch: Touch, contact: Contact, journey: Journey, step: Step,
@@ -408,20 +416,22 @@ class Scheduler:
         window_used = 0
         if limits is not None and limits.reply_window is not None:
             _, window_used = await repo.delivery_window(session, contact.channel, contact.external_id)
-        return self._request_from(touch, contact, journey, step, now, sent, rivals, window_used, limits)
+        return self._request_from(touch, contact, journey, step, now, sent, rivals, window_used, limits,
+                                  self.library.journeys)
 
-    def _request_from(self, touch: Touch, contact: Contact, journey: Journey, step: Step, now: datetime,
+    def _request_from(self, touch: AnyTouch, contact: AnyContact, journey: Journey, step: Step, now: datetime,
                       sent: list[datetime], rivals: list[tuple[str, str | None]], window_used: int,
-                      limits: ChannelLimits | None) -> TouchRequest:
+                      limits: ChannelLimits | None, journeys: Mapping[str, Journey]) -> TouchRequest:
         """The policy's question, from facts already loaded (one touch's queries, or a batch's)."""
-        competing = None if step.reply else max((self.priority_of(j, by) for j, by in rivals), default=None)
+        competing = None if step.reply else max((self.priority_of(j, by, journeys) for j, by in rivals),
+                                                default=None)
         return TouchRequest(
             now=now, zone=customer_zone(contact, self.settings.policy.timezone), rules=self.rules_for(journey.id),
             opted_out=contact.opted_out, reply=step.reply,
             # a win-back journey may still write where the platform permits it (bot/channel_rules.py)
             churned=contact.churned and not (journey.trigger.kind == "churned"
                                              and reachable_after_removal(contact.channel)), window=step.window,
-            priority=self.priority_of(journey.id, touch.triggered_by), competing_priority=competing,
+            priority=self.priority_of(journey.id, touch.triggered_by, journeys), competing_priority=competing,
             triggered_by=touch.triggered_by, first_due_at=touch.first_due_at, expire=journey.expire_of(step),
             last_inbound_at=contact.last_inbound_at, sent=[] if step.reply else sent,
             channel=limits, window_used=window_used)
@@ -531,7 +541,7 @@ class Scheduler:
         return self._functions(contact, enrolment, journey, finished)
 
     @staticmethod
-    def _functions(contact: Contact, enrolment: Enrolment | None, journey: Journey,
+    def _functions(contact: AnyContact, enrolment: AnyEnrolment | None, journey: Journey,
                    finished: dict[str, datetime | None]) -> dict[str, Any]:
         """The functions `when:` may call; `finished` is when each step's touch of this enrolment finished."""
 
@@ -551,7 +561,7 @@ class Scheduler:
 
         return {"replied_since": replied_since, "has_tag": has_tag}
 
-    def _render_context(self, contact: Contact, touch: Touch, now: datetime, points: int = 0,
+    def _render_context(self, contact: AnyContact, touch: AnyTouch, now: datetime, points: int = 0,
                         level: str = "") -> dict[str, Any]:
         guide = self.settings.guide(contact.guide_key)
         context: dict[str, Any] = {
@@ -567,9 +577,11 @@ class Scheduler:
 class _Batch:
     """A batch's decisions, kept in memory and written with a few statements when the batch is decided."""
 
-    def __init__(self, now: datetime, limits: dict[str, ChannelLimits | None]) -> None:
+    def __init__(self, now: datetime, limits: dict[str, ChannelLimits | None], journeys: dict[str, Journey]) -> None:
         self.now = now
         self.limits = limits  # each channel's, asked once per batch
+        self.journeys = journeys  # the library's, read once per batch (each read builds the dict)
+        self._scripts: dict[tuple[str, str], tuple[Journey | None, Step | None]] = {}
         self.outcomes: list[TouchOutcome] = []
         self.lags: list[tuple[datetime, datetime]] = []
         self.sent = 0
@@ -577,7 +589,15 @@ class _Batch:
         self._log: list[dict[str, Any]] = []
         self._messages: list[dict[str, Any]] = []
 
-    def release(self, touch: Touch, status: TouchStatus, decision: str, why: str, detail: str,
+    def script(self, journey_id: str, step_id: str) -> tuple[Journey | None, Step | None]:
+        """The touch's journey and step (None: no longer in the scripts), looked up once per batch."""
+        key = (journey_id, step_id)
+        if key not in self._scripts:
+            journey = self.journeys.get(journey_id)
+            self._scripts[key] = (journey, journey.step(step_id) if journey else None)
+        return self._scripts[key]
+
+    def release(self, touch: TouchRow, status: TouchStatus, decision: str, why: str, detail: str,
                 proactive: bool = True, **values: Any) -> None:
         """`release` (with `values`) and `log_decision` (with `decision`, `why` and `detail`) for one touch."""
         self._moves.setdefault((status, *sorted(values.items())), []).append(touch.id)
@@ -586,13 +606,13 @@ class _Batch:
                           "proactive": proactive, "at": self.now})
         self.lags.append((touch.due_at, self.now))
 
-    def finish(self, touch: Touch, status: TouchStatus, reason: str, detail: str) -> None:
+    def finish(self, touch: TouchRow, status: TouchStatus, reason: str, detail: str) -> None:
         """`_finish` for one touch."""
         self.release(touch, status, status.value, reason, detail, reason=reason, finished_at=self.now)
         self.outcomes.append(TouchOutcome(touch.id, touch.contact_id, touch.journey_id, touch.step_id, status,
                                           reason, self.now))
 
-    def message(self, contact: Contact, sender: str, text: str, touch_id: int | None, key: str,
+    def message(self, contact: ContactRow, sender: str, text: str, touch_id: int | None, key: str,
                 action: str = "say", target_id: str | None = None) -> None:
         self._messages.append({
             "channel": contact.channel, "chat_type": ChatType.DIRECT.value, "chat_id": contact.external_id,
@@ -600,17 +620,18 @@ class _Batch:
             "action": action, "target_id": target_id, "touch_id": touch_id, "idempotency_key": key,
             "created_at": self.now})
 
-    async def write(self, session: AsyncSession, worker: str, contacts: list[Contact],
-                    enrolments: list[Enrolment]) -> None:
+    async def write(self, session: AsyncSession, worker: str, contacts: list[ContactRow],
+                    enrolments: list[EnrolmentRow]) -> None:
         """One guarded UPDATE per kind of decision, the log and the messages in one COPY (or executemany)
-        each, and what changed on the customers and enrolments in one UPDATE per table.
+        each, and what changed on the customers and enrolments in one UPDATE per table and set of columns.
 
         The touches are locked by this transaction (PostgreSQL) or the database is (SQLite), so every move
         must find its rows; one that does not means our claim was lost, and the batch rolls back."""
         changed: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for model, objects in ((Contact, contacts), (Enrolment, enrolments)):  # all taken before any statement
-            for row in _take_changes(objects):                                # autoflushes them one by one
-                changed.setdefault((model, *row), []).append(row)
+        for model, objects in ((Contact, contacts), (Enrolment, enrolments)):
+            for row in {id(obj): obj.changes() for obj in objects}.values():  # once per customer, enrolment
+                if row:
+                    changed.setdefault((model, *row), []).append(row)
         for (model, *_), rows in changed.items():
             await repo.update_rows(session, model, rows)
         for (status, *values), touch_ids in self._moves.items():
@@ -620,26 +641,6 @@ class _Batch:
                 raise LostClaim(sorted(set(touch_ids) - set(moved)))
         await repo.add_rows(session, TouchLog, self._log)
         await repo.add_rows(session, Message, self._messages)
-
-
-def _take_changes(objects: list[Any]) -> list[dict[str, Any]]:
-    """The attributes changed on these ORM objects, as {id, name: new value} rows, once per object; the objects
-    keep their new values as if loaded so, and the session's flush no longer writes them one row at a time."""
-    rows: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    for obj in objects:
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        state = inspect(obj)
-        if not state.modified:
-            continue
-        row = {key: getattr(obj, key) for key in sorted(state.committed_state)}  # the attributes set since loaded
-        for key, value in row.items():
-            set_committed_value(obj, key, value)
-        if row:
-            rows.append({"id": obj.id, **row})
-    return rows
 
 
 def _ends_the_pass(exc: Exception) -> bool:

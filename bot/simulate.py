@@ -17,7 +17,7 @@ from bot.config import Settings, StaffMember
 from bot.events import Action, Event, EventKind, Profile
 from bot.scheduler import TouchOutcome
 from bot.transport import FOREVER, DedupesRepeats
-from storage.inline_sqlite import plain_connection
+from storage.sqlite_driver import plain_connection
 from storage.touch_status import TouchStatus
 
 CHANNEL = "sim"

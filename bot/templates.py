@@ -368,7 +368,11 @@ def compile_template(source: str) -> Template:
     try:
         tree = _Instrument().visit(_ENV.parse(source))
         tree.set_environment(_ENV)  # the nodes added by _Instrument need it for constant folding
-        return _ENV.from_string(tree)
+        template = _ENV.from_string(tree)
+        # every render copies the globals into its context: from Jinja's ChainMap over the environment's that
+        # is a copy key by key in Python, from a plain dict one C call (the environment's are final by now)
+        template.globals = dict(template.globals)
+        return template
     except _Refused as exc:
         raise TemplateProblem(f"template: {exc.message}", exc.lineno or 1, "write the text out without it") from None
     except TemplateSyntaxError as exc:

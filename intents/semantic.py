@@ -108,7 +108,7 @@ def build_semantic_index(catalog: Catalog, kind: str, embed_chars: int = 128,
     if kind in ("calibrated", "auto"):
         from intents.calibrated import CalibratedIndex
 
-        return CalibratedIndex(catalog, embedder)
+        return CalibratedIndex(catalog, embedder, cache_dir=cache_dir)
     if kind == "embeddings" and embedder is not None:
         return EmbeddingIndex(catalog, embedder)
     if kind == "embeddings":

@@ -10,6 +10,7 @@ on one asyncio lock instead of polling SQLite's busy handler (which sleeps up to
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, AsyncSessionTransa
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.pool import StaticPool
 
-from storage import inline_sqlite
+from storage import sqlite_driver
 from storage.models import Message, Touch
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -152,7 +153,7 @@ class SiyuSession(AsyncSession):
 
 
 class InlineSession(SiyuSession):
-    """A session on the in-memory database run inline (storage/inline_sqlite.py), closed in place.
+    """A session on the in-memory database run inline (storage/sqlite_driver.py), closed in place.
 
     SQLAlchemy closes a session in a task of its own, so that a caller cancelled meanwhile cannot abandon
     the close halfway; that costs two turns of the event loop per session. Inline, nothing in a close
@@ -172,15 +173,19 @@ class Database:
         kwargs: dict[str, object] = {}
         file_backed = False
         inline = False
+        autocommit_driver = False
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database in ("", ":memory:"):
                 kwargs["poolclass"] = StaticPool  # one shared in-memory database
-                kwargs["async_creator"] = inline_sqlite.connect  # no disk to wait for: no driver thread
+                kwargs["async_creator"] = sqlite_driver.connect_memory  # no disk to wait for: no driver thread
                 inline = True
             else:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
                 file_backed = True
+                if not parsed.query:  # a plain path (URI options are aiosqlite's to read)
+                    kwargs["async_creator"] = partial(sqlite_driver.connect_file, database)
+                    autocommit_driver = True  # opened so: the driver never issues its own BEGIN
         self._writers = 1
         if self.dialect == "postgresql":
             kwargs.update(pool_size=PG_WRITERS, max_overflow=PG_READERS_OVER)
@@ -192,7 +197,8 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             # the in-memory database is one connection shared by everyone: plain BEGINs would nest there
             if file_backed:
-                event.listen(self.engine.sync_engine, "connect", _explicit_begin)
+                if not autocommit_driver:
+                    event.listen(self.engine.sync_engine, "connect", _explicit_begin)
                 event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
                 bind = self.engine.execution_options(**{BEGIN_OPTION: "deferred"})  # reads stay deferred
         self._lock: WriterLock | None = None

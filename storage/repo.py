@@ -3,16 +3,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timedelta
+from functools import cache
+from typing import Any, Self
 
 from sqlalchemy import (
     JSON,
     ColumnElement,
     Integer,
+    Text,
     and_,
     any_,
     bindparam,
+    cast,
     delete,
     func,
     literal,
@@ -132,6 +136,12 @@ async def enrolment_for(session: AsyncSession, contact_id: int, journey_id: str)
 async def active_enrolments(session: AsyncSession, contact_id: int) -> Sequence[Enrolment]:
     return (await session.scalars(select(Enrolment).where(Enrolment.contact_id == contact_id,
                                                           Enrolment.status == "active"))).all()
+
+
+async def live_enrolments(session: AsyncSession, contact_id: int) -> Sequence[Enrolment]:
+    """A customer's active journeys and those completed (a completed one may still listen for a reply)."""
+    return (await session.scalars(select(Enrolment).where(Enrolment.contact_id == contact_id,
+                                                          Enrolment.status.in_(("active", "completed"))))).all()
 
 
 async def schedule_touch(session: AsyncSession, **values: Any) -> bool:
@@ -518,15 +528,135 @@ async def churn_records(session: AsyncSession, limit: int = 50, guide_key: str |
 
 # --- the scheduler's batch: what the policy needs for many touches at once, in a few set-based queries ---
 
-async def claimed_touches(session: AsyncSession, ids: Collection[int]) -> Sequence[Any]:
-    """(Touch, Contact, Enrolment | None) of these touches, by id. On PostgreSQL the touches stay locked until
-    the transaction ends, so no other worker can take a claim over between our check and our writes."""
-    query = (select(Touch, Contact, Enrolment).join(Contact, Contact.id == Touch.contact_id)
-             .outerjoin(Enrolment, Enrolment.id == Touch.enrolment_id).where(ids_in(session, Touch.id, ids))
-             .order_by(Touch.id))
+@dataclass(eq=False)
+class TouchRow:
+    """What the batch reads of a claimed touch: plain values, no ORM object (a batch loads hundreds)."""
+
+    id: int
+    contact_id: int
+    enrolment_id: int | None
+    journey_id: str
+    step_id: str
+    idempotency_key: str
+    due_at: datetime
+    first_due_at: datetime | None
+    status: str
+    attempts: int
+    claimed_by: str | None
+    triggered_by: str | None
+    occasion: str | None
+
+
+class Changes:
+    """A loaded row that remembers what was set on it since, for `update_rows` to write in one statement."""
+
+    @classmethod
+    def loaded(cls, values: Sequence[Any]) -> Self:
+        """The row as read (in its fields' order); filled past `__setattr__`, since loading is not a change."""
+        row = cls.__new__(cls)
+        row.__dict__.update(zip(_field_names(cls), values), changed={})
+        return row
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        self.__dict__["changed"][name] = value
+
+    def changes(self) -> dict[str, Any]:
+        """{id, name: new value} of what was set, in name order; empty when nothing was."""
+        changed: dict[str, Any] = self.__dict__["changed"]
+        return {"id": self.__dict__["id"], **{name: changed[name] for name in sorted(changed)}} if changed else {}
+
+
+@dataclass(eq=False, init=False)  # made by `loaded`
+class ContactRow(Changes):
+    """The customer's columns the policy, the conditions and the texts read (bot/facts.py `customer_view`)."""
+
+    id: int
+    channel: str
+    external_id: str
+    name: str
+    guide_key: str | None
+    source: str | None
+    tags: list[str]
+    interests: list[str]
+    birthday: date | None
+    timezone: str | None
+    opted_out: bool
+    churned: bool
+    purchased_at: datetime | None
+    replies: int
+    last_inbound_at: datetime | None
+    added_at: datetime
+    level: str | None
+
+
+@dataclass(eq=False, init=False)  # made by `loaded`
+class EnrolmentRow(Changes):
+    """The enrolment's columns the batch reads and sets."""
+
+    id: int
+    status: str
+    enrolled_at: datetime
+    exited_at: datetime | None
+    exit_reason: str | None
+    variants: dict[str, str]
+    listening_step: str | None
+    listening_until: datetime | None
+    paused_at: datetime | None
+
+
+@cache
+def _field_names(row: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row))
+
+
+def _from_json(text: str | None) -> Any:
+    """A JSON column read as text: most customers' lists are empty, and a new empty one is cheaper than a parse."""
+    if text is None:
+        return None
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+_TOUCHES, _CONTACTS, _ENROLMENTS = Touch.__table__, Contact.__table__, Enrolment.__table__
+_BATCH_READ = [table.c[name] for table, row in ((_TOUCHES, TouchRow), (_CONTACTS, ContactRow),
+                                                  (_ENROLMENTS, EnrolmentRow)) for name in _field_names(row)]
+_BATCH_JSON = [n for n, column in enumerate(_BATCH_READ) if isinstance(column.type, JSON)]
+_BATCH_COLUMNS = [cast(column, Text) if n in _BATCH_JSON else column for n, column in enumerate(_BATCH_READ)]
+_CONTACT_START = len(_field_names(TouchRow))
+_ENROLMENT_START = _CONTACT_START + len(_field_names(ContactRow))
+
+
+async def claimed_touches(session: AsyncSession,
+                          ids: Collection[int]) -> list[tuple[TouchRow, ContactRow, EnrolmentRow | None]]:
+    """(touch, customer, enrolment or None) of these touches, by id, as plain rows: one object per customer
+    and enrolment, as the ORM's identity map would give. On PostgreSQL the touches stay locked until the
+    transaction ends, so no other worker can take a claim over between our check and our writes."""
+    # Core, not ORM entities: no identity map, no instance state, no ORM result machinery for hundreds of rows
+    query = (select(*_BATCH_COLUMNS).join_from(_TOUCHES, _CONTACTS, _CONTACTS.c.id == _TOUCHES.c.contact_id)
+             .outerjoin(_ENROLMENTS, _ENROLMENTS.c.id == _TOUCHES.c.enrolment_id)
+             .where(ids_in(session, _TOUCHES.c.id, ids)).order_by(_TOUCHES.c.id))
     if _skip_locked(session):
-        query = query.with_for_update(of=Touch)
-    return (await session.execute(query)).all()
+        query = query.with_for_update(of=_TOUCHES)
+    contacts: dict[int, ContactRow] = {}
+    enrolments: dict[int, EnrolmentRow] = {}
+    found: list[tuple[TouchRow, ContactRow, EnrolmentRow | None]] = []
+    for row in (await session.execute(query)).all():
+        values = list(row)
+        for n in _BATCH_JSON:
+            values[n] = _from_json(values[n])
+        touch = TouchRow(*values[:_CONTACT_START])
+        contact = contacts.get(touch.contact_id) or contacts.setdefault(
+            touch.contact_id, ContactRow.loaded(values[_CONTACT_START:_ENROLMENT_START]))
+        enrolment = None
+        if touch.enrolment_id is not None and values[_ENROLMENT_START] is not None:
+            enrolment = enrolments.get(touch.enrolment_id) or enrolments.setdefault(
+                touch.enrolment_id, EnrolmentRow.loaded(values[_ENROLMENT_START:]))
+        found.append((touch, contact, enrolment))
+    return found
 
 
 async def proactive_sends_by_contact(session: AsyncSession, contact_ids: Collection[int],
@@ -568,10 +698,13 @@ async def touches_by_enrolment(session: AsyncSession, contact_ids: Collection[in
     return found
 
 
+_INTEGERS = postgresql.ARRAY(Integer)  # built once, not for every batch query
+
+
 def ids_in(session: AsyncSession, column: Any, ids: Collection[int]) -> ColumnElement[bool]:
     """`column IN ids`; on PostgreSQL one array parameter (`= ANY`), not one parameter per id."""
     if _skip_locked(session):
-        return column == any_(literal(list(ids), postgresql.ARRAY(Integer)))
+        return column == any_(literal(list(ids), _INTEGERS))
     return column.in_(list(ids))
 
 

@@ -152,6 +152,8 @@ def test_scripts_option_works_before_or_after_the_command(scripts: Path, order: 
     ("brand:\n  slogan: 温和修护\n", ":2: brand: brand needs a 'name'"),
     ("bogus: 1\n", ":1: bogus: unknown setting"),
     ("brand: [山茶集\n", ":2: YAML syntax:"),
+    ("staff:\n  - {id: mei, name: 小美, identities: {wecom: g1}}\n  - {id: hua, name: 阿华, identities: {wecom: g1}}\n",
+     ":3: staff 'mei' and 'hua' both have wecom id 'g1' — an identity is one person's"),
 ])
 def test_broken_config_reports_only_its_own_problems(tmp_path: Path, text: str, expected: str) -> None:
     config = tmp_path / "config.yaml"

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
 from intents.calibrated import CalibratedIndex, _predict_proba
@@ -15,6 +17,7 @@ from intents.cascade import Thresholds, Understanding
 from intents.catalog import Catalog, FaqIntent
 from intents.embeddings import EmbeddingCache, text_key
 from intents.evaluate import noise_aware_budget
+from intents.normalize import normalize
 from storage.llm_calls import record_guide_verdict
 from storage.models import KeyValue, LlmCall, Message
 from tests.fakes import FakeOpenAI, answer
@@ -128,13 +131,19 @@ def test_the_calibrated_tier_reads_a_question_as_scikit_learn_would() -> None:
         FaqIntent("store_location", ("门店在哪里", "线下店地址", "附近有店吗", "store address"), "c"),
     ))
     index = CalibratedIndex(catalog)
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True,
+                                 preprocessor=normalize).fit(index.layout.examples)
+    assert vectorizer.vocabulary_ == index._tfidf.vocabulary_ and np.allclose(vectorizer.idf_, index._tfidf.idf_)
+    assert index._ranker is not None
+    ranker = LogisticRegression()
+    ranker.coef_, ranker.intercept_, ranker.classes_ = (index._ranker.coef_, index._ranker.intercept_,
+                                                        index._ranker.classes_)
     for question in ["运费多少钱", "退货退货退货", "FREE  Shipping!!", "今天天气怎么样", "zzz"]:
         row, per_intent = index._tfidf_of(question, row=True)
-        words = index._tfidf.transform([question])
+        words = vectorizer.transform([question])
         assert np.allclose(row.toarray(), words.toarray())  # type: ignore[union-attr]
         assert np.allclose(per_intent, index.layout.top2((index._t @ words.T).toarray().T))  # type: ignore[operator]
-        assert index._ranker is not None
-        assert np.allclose(_predict_proba(index._ranker, words), index._ranker.predict_proba(words))
+        assert np.allclose(_predict_proba(index._ranker, words), ranker.predict_proba(words))
 
 
 def test_tuning_keeps_a_margin_for_a_small_development_file() -> None:

@@ -15,8 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bot.app import build_web_app
 from bot.staff_accounts import StaffAccounts
-from storage.models import Staff
-from tests.harness import SCRIPTS, Harness
+from tests.harness import CHANNEL, SCRIPTS, Harness
 
 GUIDE_PASSWORD = "correct horse battery"
 
@@ -31,11 +30,9 @@ class Site:
 
 @pytest.fixture
 async def site(db_url: str, start) -> AsyncIterator[Site]:  # type: ignore[no-untyped-def]
-    h = await Harness.create(db_url, start, SCRIPTS)
-    await h.app.engine.sync_staff()
-    # the guide also has a web chat identity, and a password set as `siyu staff password` does
-    async with h.app.db.session() as session, session.begin():
-        session.add(Staff(key="xiaomei", channel="webchat", external_id="xiaomei", name="小美"))
+    # the guide also has a web chat identity in config.yaml, and a password set as `siyu staff password` does
+    h = await Harness.create(db_url, start, SCRIPTS, staff=(
+        {"id": "xiaomei", "name": "小美", "identities": {CHANNEL: "guide-xiaomei", "webchat": "xiaomei"}},))
     await StaffAccounts(h.app.db, h.clock, known={"xiaomei"}).set_password("xiaomei", GUIDE_PASSWORD)
     web_app = build_web_app(h.app)
     loop_task = asyncio.create_task(h.app.run_forever())
