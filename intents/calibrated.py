@@ -27,7 +27,7 @@ import os
 import re
 import threading
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
@@ -230,9 +230,6 @@ class CalibratedIndex:
         self.layout = _Layout(catalog)
         self.embedder = embedder
         self._choices = [normalize(e) for e in self.layout.examples]
-        # a question's TF-IDF row, computed as `transform` does but without its per-call overhead (milliseconds
-        # under load), and scored against the examples through each n-gram's column
-        self._analyze: Callable[[str], list[str]] = _char_ngrams
         self._e = embedder.examples(self.layout.examples) if embedder is not None and self.layout.examples else None
         self._tfidf = _Tfidf({}, np.zeros(0))
         self._t: object | None = None
@@ -442,7 +439,7 @@ class CalibratedIndex:
 
         vocabulary = self._tfidf.vocabulary_
         counts: dict[int, int] = {}
-        for gram in self._analyze(question):
+        for gram in _char_ngrams(question):
             column = vocabulary.get(gram)
             if column is not None:
                 counts[column] = counts.get(column, 0) + 1
